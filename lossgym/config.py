@@ -1,0 +1,51 @@
+"""One settings object for the whole service, read from `LOSSGYM_*` variables.
+
+Nothing reads the environment at import time: callers build `Settings()` (or
+pass explicit values in tests) and hand it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOSSGYM_", extra="ignore")
+
+    # Where things live. Relative paths are taken from the working directory.
+    database: Path = Field(Path("var/lossgym.db"), description="SQLite file of the store.")
+    data_dir: Path = Field(Path("data"), description="Prepared tokenizer and datasets.")
+    runs_dir: Path = Field(Path("runs"), description="One directory per test job.")
+    tasks_dir: Path = Field(REPO_ROOT / "tasks", description="Task specs (task.yaml).")
+
+    # HTTP service.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    operator_key: str = Field("", description="Bearer key for operator actions; empty = none.")
+    test_wait_s: float = Field(
+        900.0, description="Longest a waiting /test call blocks before it returns the job state."
+    )
+    max_content_bytes: int = Field(64 * 1024, description="Largest edit content accepted.")
+    max_request_bytes: int = Field(256 * 1024, description="Largest request body accepted.")
+
+    # Worker.
+    worker_in_api: bool = Field(True, description="Run a worker thread inside `lossgym serve`.")
+    worker_poll_s: float = Field(0.5, description="How often an idle worker looks for jobs.")
+    lease_s: float = Field(60.0, description="A running job's lease; renewed by heartbeats.")
+    gpus: str = Field("", description="GPU ids the worker may hand out, e.g. '0,1,2,3'.")
+
+    def resolved(self) -> Settings:
+        """A copy with every path made absolute, so subprocesses agree on them."""
+        return self.model_copy(
+            update={
+                "database": self.database.resolve(),
+                "data_dir": self.data_dir.resolve(),
+                "runs_dir": self.runs_dir.resolve(),
+                "tasks_dir": self.tasks_dir.resolve(),
+            }
+        )

@@ -1,0 +1,79 @@
+"""Episode rules that both the API and the worker apply: results, finals, ending.
+
+`stage_views` turns stored rows into what texts are made from; `finalize_if_done`
+auto-submits the best valid test once an ended session has no test running.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sqlalchemy.orm import Session
+
+from lossgym.env.task import Task
+from lossgym.env.texts import StageView
+from lossgym.leaderboard import store
+from lossgym.leaderboard.models import SessionRow, TestRow, utcnow
+
+
+def primary_key_for(task: Task, profile: str) -> str:
+    stages = task.spec.profiles[profile].stages
+    train = next(s for s in stages if s.kind == "train")
+    return f"{task.spec.primary_metric.name}_{train.label}"
+
+
+def stage_views(task: Task, profile: str, test: TestRow) -> list[StageView]:
+    """One view per stage of the profile, with stored results where they exist."""
+    recorded = {row.position: row for row in test.stages}
+    views = []
+    for position, stage in enumerate(task.spec.profiles[profile].stages):
+        row = recorded.get(position)
+        if row is None:
+            status = "running" if test.status == "running" else "pending"
+            views.append(StageView(label=stage.label, kind=stage.kind, status=status))
+            continue
+        views.append(
+            StageView(
+                label=row.label,
+                kind=row.kind,
+                status=row.status,
+                exit_code=row.exit_code,
+                metrics=dict(row.metrics),
+                train_lines=list(row.train_lines),
+                log_tail=row.log_tail,
+                elapsed_s=row.elapsed_s,
+                time_limit_s=stage.time_limit_s,
+                reason=str(row.info.get("reason", "")),
+            )
+        )
+    return views
+
+
+def best_valid_test(task: Task, session: SessionRow, tests: list[TestRow]) -> TestRow | None:
+    key = primary_key_for(task, session.profile)
+    sign = 1.0 if task.spec.primary_metric.direction == "minimize" else -1.0
+    scored = [
+        (sign * float(t.metrics[key]), t.n, t)
+        for t in tests
+        if t.valid and key in t.metrics and math.isfinite(float(t.metrics[key]))
+    ]
+    return min(scored, key=lambda item: item[:2])[2] if scored else None
+
+
+def end_session(db: Session, task: Task, session: SessionRow, reason: str) -> None:
+    if session.status == "active":
+        session.status = "ended"
+        session.ended_reason = reason
+        session.ended_at = utcnow()
+    finalize_if_done(db, task, session)
+
+
+def finalize_if_done(db: Session, task: Task, session: SessionRow) -> None:
+    """Auto-submit the best valid test of an ended session that has no final yet."""
+    if session.status != "ended" or store.get_final(db, session.id) is not None:
+        return
+    if store.unfinished_tests(db, session.id):
+        return  # the worker calls again when the last test finishes
+    best = best_valid_test(task, session, store.tests_of(db, session.id))
+    if best is not None:
+        store.add_final(db, session.id, best, kind="auto")

@@ -1,0 +1,360 @@
+"""The episode service: every agent tool call goes through here.
+
+Each call is one database transaction that loads the session, checks it is
+active, counts the step, applies the tool, and records the exact text the
+agent is shown. Tool failures the agent can act on are `AgentError`s: they are
+recorded and returned as text, and change nothing (a savepoint undoes any
+partial write). `test` is the one tool that outlives its transaction: it
+queues a job, commits (spending the budget exactly once), then optionally
+waits for the worker and rewrites the recorded text with the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from lossgym.config import Settings
+from lossgym.env import episode, texts
+from lossgym.env.catalog import TaskCache
+from lossgym.env.errors import AgentError
+from lossgym.env.task import Task
+from lossgym.env.tools import EditArgs, SubmitArgs, UndoArgs, ViewArgs, tool_schemas
+from lossgym.env.workspace import Workspace
+from lossgym.leaderboard import store
+from lossgym.leaderboard.db import Database
+from lossgym.leaderboard.models import SessionRow, TestRow, ToolCallRow
+from lossgym.sandbox.preflight import check_syntax
+
+FINISHED = ("done", "failed")
+
+
+class NotFound(Exception):
+    """An unknown session or test (HTTP 404)."""
+
+
+class Unauthorized(Exception):
+    """A missing or wrong token (HTTP 401)."""
+
+
+class SessionEnded(Exception):
+    """A tool call on a session that has ended (HTTP 409); the message is the agent's text."""
+
+
+@dataclass
+class ToolResult:
+    ok: bool
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Action = Callable[[Session, SessionRow, Task], tuple[str, dict[str, Any]]]
+
+
+class EpisodeService:
+    def __init__(self, settings: Settings, db: Database, tasks: TaskCache) -> None:
+        self.settings = settings
+        self.db = db
+        self.tasks = tasks
+
+    # ── Sessions ────────────────────────────────────────────────────────────
+
+    def create_session(
+        self, task_name: str, agent: str, profile: str | None = None, seed: int | None = None
+    ) -> dict[str, Any]:
+        """Start an episode; raises AgentError for an unknown task or profile."""
+        task = self._task_for_agent(task_name)
+        profile = profile or task.spec.default_profile
+        if profile not in task.spec.profiles:
+            known = ", ".join(sorted(task.spec.profiles))
+            raise AgentError(
+                f"ERROR: Unknown profile {profile!r} for task {task_name}. Profiles: {known}."
+            )
+        workspace = task.new_workspace(max_content_bytes=self.settings.max_content_bytes)
+        token = secrets.token_urlsafe(24)
+        session = SessionRow(
+            id=secrets.token_hex(8),
+            token_hash=_hash(token),
+            task=task.spec.name,
+            profile=profile,
+            agent=agent,
+            seed=task.spec.seeds[0] if seed is None else seed,
+            budget_tests=task.spec.budget.tests,
+            budget_steps=task.spec.budget.steps,
+            workspace=workspace.to_state(),
+        )
+        with self.db.transaction() as db:
+            db.add(session)
+            db.flush()
+            self._save_revision(db, session, workspace)
+        return {
+            "session_id": session.id,
+            "token": token,
+            "task": session.task,
+            "profile": profile,
+            "description": self._description(task, profile, workspace),
+            "workspace": {path: workspace.render_listing(path) for path in workspace.files},
+            "tools": tool_schemas("openai"),
+        }
+
+    def session_for_token(self, token: str) -> str:
+        with self.db.transaction() as db:
+            found = store.session_by_token_hash(db, _hash(token))
+            if found is None:
+                raise Unauthorized("Unknown or invalid token.")
+            return found.id
+
+    # ── Tools ───────────────────────────────────────────────────────────────
+
+    def edit(self, session_id: str, args: EditArgs) -> ToolResult:
+        def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
+            workspace = self._workspace(session)
+            if args.op == "replace":
+                text = workspace.replace(
+                    args.filename, args.start_line, args.end_line, args.content
+                )
+            elif args.op == "insert":
+                text = workspace.insert(args.filename, args.after_line, args.content)
+            else:
+                text = workspace.create(args.filename, args.content)
+            self._save_revision(db, session, workspace)
+            return text, {"regions": _regions(workspace)}
+
+        return self._tool(session_id, "edit", args.model_dump(exclude_none=True), action)
+
+    def undo(self, session_id: str, args: UndoArgs) -> ToolResult:
+        def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
+            workspace = self._workspace(session)
+            text = workspace.undo(args.n)
+            self._save_revision(db, session, workspace)
+            return text, {"regions": _regions(workspace)}
+
+        return self._tool(session_id, "undo", args.model_dump(), action)
+
+    def view(self, session_id: str, args: ViewArgs) -> ToolResult:
+        def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
+            workspace = self._workspace(session)
+            return workspace.view(args.filename, args.start_line, args.end_line), {}
+
+        return self._tool(session_id, "view", args.model_dump(exclude_none=True), action)
+
+    def test(self, session_id: str, wait: bool = True) -> ToolResult:
+        def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
+            workspace = self._workspace(session)
+            check_syntax(workspace.files)  # a broken file costs no test
+            if session.tests_used >= session.budget_tests:
+                valid = [t.n for t in store.tests_of(db, session.id) if t.valid]
+                raise AgentError(
+                    texts.budget_exhausted(session.tests_used, session.budget_tests, valid)
+                )
+            session.tests_used += 1
+            test = store.add_test_with_job(db, session, store.latest_revision(db, session.id))
+            return texts.test_pending(test.n, "queued", session.id, 0.0), {"test": test.n}
+
+        result = self._tool(session_id, "test", {"wait": wait}, action)
+        if not result.ok or not wait:
+            return result
+        return self._await_test(session_id, result)
+
+    def submit(self, session_id: str, args: SubmitArgs) -> ToolResult:
+        repeat = self._repeated_submit(session_id, args.n)
+        if repeat is not None:
+            return repeat
+
+        def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
+            test = self._submittable(db, session, args.n)
+            store.add_final(db, session.id, test, kind="submitted")
+            episode.end_session(db, task, session, "submitted")
+            views = episode.stage_views(task, session.profile, test)
+            text = texts.submit_report(test.n, views, task.spec.hidden_metrics)
+            return text, {"final": test.n}
+
+        return self._tool(session_id, "submit", args.model_dump(), action)
+
+    def schemas(self, fmt: str) -> list[dict[str, Any]]:
+        return tool_schemas(fmt)  # type: ignore[arg-type]
+
+    # ── Reading ─────────────────────────────────────────────────────────────
+
+    def session_info(self, session_id: str) -> dict[str, Any]:
+        with self.db.transaction() as db:
+            session = self._get(db, session_id)
+            final = store.get_final(db, session_id)
+            return {
+                "session_id": session.id,
+                "task": session.task,
+                "profile": session.profile,
+                "agent": session.agent,
+                "status": session.status,
+                "ended_reason": session.ended_reason,
+                "steps_used": session.steps_used,
+                "budget_steps": session.budget_steps,
+                "tests_used": session.tests_used,
+                "budget_tests": session.budget_tests,
+                "tests": [{"n": t.n, "status": t.status, "valid": t.valid} for t in session.tests],
+                "final": None if final is None else {"test_id": final.test_id, "kind": final.kind},
+            }
+
+    def test_info(self, session_id: str, n: int) -> dict[str, Any]:
+        with self.db.transaction() as db:
+            session = self._get(db, session_id)
+            test = store.get_test(db, session_id, n)
+            if test is None:
+                raise NotFound(f"Session {session_id} has no test #{n}.")
+            task = self.tasks.get(session.task)
+            hidden = task.spec.hidden_metrics
+            views = episode.stage_views(task, session.profile, test)
+            return {
+                "n": test.n,
+                "status": test.status,
+                "valid": test.valid,
+                "metrics": texts.visible_metrics(test.metrics, hidden),
+                "stages": [
+                    {
+                        "label": v.label,
+                        "kind": v.kind,
+                        "status": v.status,
+                        "metrics": texts.visible_metrics(v.metrics, hidden),
+                        "train_lines": v.train_lines,
+                        "log_tail": v.log_tail[-2000:],
+                    }
+                    for v in views
+                ],  # fmt: skip
+                "text": self._test_text(session, test, task),
+            }
+
+    # ── Internals ───────────────────────────────────────────────────────────
+
+    def _tool(
+        self, session_id: str, tool: str, arguments: dict[str, Any], action: Action
+    ) -> ToolResult:
+        with self.db.transaction() as db:
+            session = self._get(db, session_id)
+            if session.status != "active":
+                raise SessionEnded(_ended_text(session))
+            task = self.tasks.get(session.task)
+            session.steps_used += 1
+            try:
+                with db.begin_nested():
+                    text, data = action(db, session, task)
+                ok = True
+            except AgentError as error:
+                text, data, ok = str(error), {}, False
+            if session.status == "active" and session.steps_used >= session.budget_steps:
+                episode.end_session(db, task, session, "step_limit")
+                text += (
+                    f"\n\n[Session ended: step limit reached ({session.steps_used}/"
+                    f"{session.budget_steps}). Your best valid test is submitted automatically.]"
+                )
+            call = store.add_tool_call(db, session_id, tool, arguments, ok, text)
+            db.flush()
+            data["tool_call_id"] = call.id
+        return ToolResult(ok, text, data)
+
+    def _await_test(self, session_id: str, queued: ToolResult) -> ToolResult:
+        n = queued.data["test"]
+        deadline = time.monotonic() + self.settings.test_wait_s
+        while True:
+            with self.db.transaction() as db:
+                session = self._get(db, session_id)
+                test = store.get_test(db, session_id, n)
+                assert test is not None
+                if test.status in FINISHED or time.monotonic() > deadline:
+                    text = self._test_text(session, test, self.tasks.get(session.task))
+                    db.get_one(ToolCallRow, queued.data["tool_call_id"]).text = text
+                    return ToolResult(True, text, {**queued.data, "status": test.status})
+            time.sleep(0.5)
+
+    def _test_text(self, session: SessionRow, test: TestRow, task: Task) -> str:
+        if test.status not in FINISHED:
+            elapsed = (
+                (time.time() - test.created_at.timestamp()) if test.status == "running" else 0.0
+            )
+            return texts.test_pending(test.n, test.status, session.id, max(elapsed, 0.0))
+        views = episode.stage_views(task, session.profile, test)
+        remaining = max(session.budget_tests - test.n, 0)
+        return texts.test_report(test.n, remaining, views, task.spec.hidden_metrics)
+
+    def _repeated_submit(self, session_id: str, n: int) -> ToolResult | None:
+        """A second submit of the already-final test answers the same; it is idempotent."""
+        with self.db.transaction() as db:
+            session = self._get(db, session_id)
+            final = store.get_final(db, session_id)
+            if final is None or final.kind != "submitted":
+                return None
+            test = store.get_test_by_id(db, final.test_id)
+            if test.n != n:
+                raise SessionEnded(
+                    f"ERROR: Test #{test.n} is already your final result; the session has ended."
+                )
+            task = self.tasks.get(session.task)
+            views = episode.stage_views(task, session.profile, test)
+            return ToolResult(
+                True, texts.submit_report(n, views, task.spec.hidden_metrics), {"final": n}
+            )
+
+    def _submittable(self, db: Session, session: SessionRow, n: int) -> TestRow:
+        tests = store.tests_of(db, session.id)
+        test = next((t for t in tests if t.n == n), None)
+        valid = ", ".join(str(t.n) for t in tests if t.valid) or "none yet"
+        if test is None:
+            raise AgentError(f"ERROR: There is no test #{n}. Tests you can submit: {valid}.")
+        if test.status not in FINISHED:
+            raise AgentError(
+                f"ERROR: Test #{n} has not finished yet; submit it once its result is in."
+            )
+        if not test.valid:
+            raise AgentError(
+                f"ERROR: Test #{n} has no valid result. Tests you can submit: {valid}."
+            )
+        return test
+
+    def _get(self, db: Session, session_id: str) -> SessionRow:
+        session = store.get_session(db, session_id)
+        if session is None:
+            raise NotFound(f"Unknown session {session_id!r}.")
+        return session
+
+    def _task_for_agent(self, name: str) -> Task:
+        from lossgym.env.errors import TaskSpecError
+
+        try:
+            return self.tasks.get(name)
+        except TaskSpecError as error:
+            raise AgentError(f"ERROR: {error}") from error
+
+    def _workspace(self, session: SessionRow) -> Workspace:
+        return Workspace.from_state(session.workspace)
+
+    def _save_revision(self, db: Session, session: SessionRow, workspace: Workspace) -> None:
+        session.workspace = workspace.to_state()
+        store.add_revision(
+            db, session.id, dict(workspace.files), _regions(workspace), workspace.content_hash()
+        )
+
+    def _description(self, task: Task, profile: str, workspace: Workspace) -> str:
+        listings = "\n\n".join(workspace.render_listing(path) for path in workspace.files)
+        return f"Task: {task.spec.name}\n\n{task.render_description(profile)}\n\n{listings}"
+
+
+def _regions(workspace: Workspace) -> dict[str, list[dict[str, Any]]]:
+    return {path: [r.to_dict() for r in workspace.regions_of(path)] for path in workspace.files}
+
+
+def _ended_text(session: SessionRow) -> str:
+    reason = {
+        "submitted": "you submitted a final result",
+        "step_limit": "the step limit was reached",
+    }
+    why = reason.get(session.ended_reason or "", session.ended_reason or "it was stopped")
+    return f"ERROR: This session has ended ({why}); no more tool calls are accepted."
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,167 @@
+"""Queries on the leaderboard database. Every function takes an open transaction.
+
+The env service and the worker call these; routes never do.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from lossgym.leaderboard.models import (
+    FinalRow,
+    JobRow,
+    RevisionRow,
+    SessionRow,
+    StageResultRow,
+    TestRow,
+    ToolCallRow,
+    utcnow,
+)
+
+
+def get_session(db: Session, session_id: str) -> SessionRow | None:
+    return db.get(SessionRow, session_id)
+
+
+def session_by_token_hash(db: Session, token_hash: str) -> SessionRow | None:
+    return db.scalars(select(SessionRow).where(SessionRow.token_hash == token_hash)).one_or_none()
+
+
+def add_tool_call(
+    db: Session, session_id: str, tool: str, arguments: dict[str, Any], ok: bool, text: str
+) -> ToolCallRow:
+    seq = _next_seq(db, ToolCallRow, session_id)
+    row = ToolCallRow(
+        session_id=session_id, seq=seq, tool=tool, arguments=arguments, ok=ok, text=text
+    )
+    db.add(row)
+    return row
+
+
+def add_revision(
+    db: Session, session_id: str, files: dict[str, str], regions: dict[str, Any], content_hash: str
+) -> RevisionRow:
+    seq = _next_seq(db, RevisionRow, session_id)
+    row = RevisionRow(
+        session_id=session_id, seq=seq, files=files, regions=regions, content_hash=content_hash
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def latest_revision(db: Session, session_id: str) -> RevisionRow:
+    stmt = (
+        select(RevisionRow)
+        .where(RevisionRow.session_id == session_id)
+        .order_by(RevisionRow.seq.desc())
+        .limit(1)
+    )
+    return db.scalars(stmt).one()
+
+
+def tool_calls(db: Session, session_id: str) -> list[ToolCallRow]:
+    stmt = select(ToolCallRow).where(ToolCallRow.session_id == session_id).order_by(ToolCallRow.seq)
+    return list(db.scalars(stmt))
+
+
+def revisions(db: Session, session_id: str) -> list[RevisionRow]:
+    stmt = select(RevisionRow).where(RevisionRow.session_id == session_id).order_by(RevisionRow.seq)
+    return list(db.scalars(stmt))
+
+
+def add_test_with_job(db: Session, session: SessionRow, revision: RevisionRow) -> TestRow:
+    """Record test number `session.tests_used` and queue the job that runs it."""
+    test = TestRow(session_id=session.id, n=session.tests_used, revision_id=revision.id)
+    db.add(test)
+    db.flush()
+    db.add(JobRow(test_id=test.id))
+    return test
+
+
+def get_test(db: Session, session_id: str, n: int) -> TestRow | None:
+    stmt = select(TestRow).where(TestRow.session_id == session_id, TestRow.n == n)
+    return db.scalars(stmt).one_or_none()
+
+
+def get_test_by_id(db: Session, test_id: int) -> TestRow:
+    return db.get_one(TestRow, test_id)
+
+
+def tests_of(db: Session, session_id: str) -> list[TestRow]:
+    stmt = select(TestRow).where(TestRow.session_id == session_id).order_by(TestRow.n)
+    return list(db.scalars(stmt))
+
+
+def unfinished_tests(db: Session, session_id: str) -> int:
+    stmt = select(func.count(TestRow.id)).where(
+        TestRow.session_id == session_id, TestRow.status.in_(("queued", "running"))
+    )
+    return db.scalar(stmt) or 0
+
+
+def get_final(db: Session, session_id: str) -> FinalRow | None:
+    return db.scalars(select(FinalRow).where(FinalRow.session_id == session_id)).one_or_none()
+
+
+def add_final(db: Session, session_id: str, test: TestRow, kind: str) -> FinalRow:
+    row = FinalRow(session_id=session_id, test_id=test.id, kind=kind)
+    db.add(row)
+    db.flush()
+    return row
+
+
+# ── Jobs ────────────────────────────────────────────────────────────────────
+
+
+def requeue_expired(db: Session) -> int:
+    """Put back jobs whose worker stopped heartbeating (crashed or was killed)."""
+    result = db.execute(
+        update(JobRow)
+        .where(JobRow.status == "running", JobRow.lease_until < utcnow())
+        .values(status="queued", worker_id=None, lease_until=None)
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def claim_next_job(db: Session, worker_id: str, lease_s: float) -> JobRow | None:
+    """The oldest queued job, now leased to `worker_id`; None when there is none."""
+    job = db.scalars(
+        select(JobRow).where(JobRow.status == "queued").order_by(JobRow.id).limit(1)
+    ).one_or_none()
+    if job is None:
+        return None
+    job.status = "running"
+    job.worker_id = worker_id
+    job.attempts += 1
+    job.started_at = utcnow()
+    job.lease_until = utcnow() + timedelta(seconds=lease_s)
+    return job
+
+
+def renew_lease(db: Session, job_id: int, worker_id: str, lease_s: float) -> bool:
+    """Extend the lease; False when the job is no longer ours (it was requeued)."""
+    result = db.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == "running")
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+    )
+    return (result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
+def clear_stage_results(db: Session, test_id: int) -> None:
+    for row in db.scalars(select(StageResultRow).where(StageResultRow.test_id == test_id)):
+        db.delete(row)
+
+
+def _next_seq(db: Session, model: type[ToolCallRow] | type[RevisionRow], session_id: str) -> int:
+    current = db.scalar(select(func.max(model.seq)).where(model.session_id == session_id))
+    return (current or 0) + 1
+
+
+def get_job_for_test(db: Session, test_id: int) -> JobRow:
+    return db.scalars(select(JobRow).where(JobRow.test_id == test_id)).one()

@@ -1,0 +1,189 @@
+"""Running one stage of a test: untrusted training, then trusted evaluation.
+
+The training process sees a copy of the agent's workspace, the train and
+monitor shards, and one writable `out/` directory. The evaluator runs after the
+training process group is gone, reads the checkpoint as plain tensors, and
+writes its metrics where only the worker reads them. Nothing the training
+process prints can become a final metric: metrics come from `eval/metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lossgym.sandbox.runner import Runner, RunResult, RunSpec, base_env
+
+TRAIN_LINE = re.compile(
+    r"^TRAIN_METRICS: step=(\d+), train_loss=([-+0-9.eEnaif]+), val_loss=([-+0-9.eEnaif]+)$"
+)
+LOG_TAIL_BYTES = 8_000
+EVAL_TIME_LIMIT_S = 1800.0
+
+
+@dataclass
+class StageOutcome:
+    status: str  # ok | failed | timeout | invalid
+    exit_code: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    curve: list[list[float]] = field(default_factory=list)
+    train_lines: list[str] = field(default_factory=list)
+    log_tail: str = ""
+    log_path: str = ""
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    reason: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageJob:
+    """Everything a stage needs, resolved by the worker from the test's rows."""
+
+    run_dir: Path
+    files: dict[str, str]
+    entrypoint: str  # the workspace file torchrun starts
+    dataset_dir: Path
+    label: str
+    nproc: int
+    time_limit_s: float
+    train_config: dict[str, Any]
+    model_config: dict[str, Any]
+    val_tokens: int
+    seed: int
+
+
+def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> StageOutcome:
+    layout = _prepare_run_dir(job)
+    result = runner.run(_train_spec(job, layout), cancel)
+    outcome = _read_training(layout["log"], result)
+    if outcome.status != "ok":
+        return outcome
+    checkpoint = layout["out"] / "model.safetensors"
+    if not checkpoint.is_file():
+        outcome.status, outcome.reason = "failed", "The training run wrote no checkpoint."
+        return outcome
+    evaluation = runner.run(_eval_spec(job, layout, checkpoint), cancel)
+    outcome.eval_s = evaluation.seconds
+    return _read_evaluation(outcome, layout, evaluation)
+
+
+def _prepare_run_dir(job: StageJob) -> dict[str, Path]:
+    layout = {
+        name: job.run_dir / name for name in ("workspace", "train_data", "out", "eval", "log")
+    }
+    for name in ("workspace", "train_data", "out", "eval"):
+        layout[name].mkdir(parents=True, exist_ok=True)
+    layout["log"] = job.run_dir / "train.log"
+    for rel, text in job.files.items():
+        path = layout["workspace"] / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    # Only the train and monitor splits are visible to the training process.
+    for shard in sorted(job.dataset_dir.glob("*.bin")):
+        if shard.name.startswith(("train_", "monitor_")):
+            link = layout["train_data"] / shard.name
+            if not link.exists():
+                link.symlink_to(shard)
+    config = dict(job.train_config)
+    config.update(seed=job.seed, data_dir=str(layout["train_data"]), out_dir=str(layout["out"]))
+    (job.run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    (layout["eval"] / "model.json").write_text(json.dumps(job.model_config, indent=2))
+    return layout
+
+
+def _train_spec(job: StageJob, layout: dict[str, Path]) -> RunSpec:
+    argv = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={job.nproc}", job.entrypoint,
+    ]  # fmt: skip
+    env = base_env(
+        {
+            "LOSSGYM_CONFIG": str(job.run_dir / "config.json"),
+            "OMP_NUM_THREADS": "1",
+            "HOME": str(layout["out"]),
+            "TMPDIR": str(layout["out"]),
+        }
+    )
+    return RunSpec(argv, layout["workspace"], layout["log"], job.time_limit_s, env)
+
+
+def _eval_spec(job: StageJob, layout: dict[str, Path], checkpoint: Path) -> RunSpec:
+    argv = [
+        sys.executable, "-m", "lossgym.trainer.evaluate",
+        "--checkpoint", str(checkpoint),
+        "--model-config", str(layout["eval"] / "model.json"),
+        "--data-dir", str(job.dataset_dir),
+        "--label", job.label,
+        "--val-tokens", str(job.val_tokens),
+        "--out", str(layout["eval"] / "metrics.json"),
+    ]  # fmt: skip
+    env = base_env({"HOME": str(layout["eval"])})
+    return RunSpec(argv, layout["eval"], job.run_dir / "eval.log", EVAL_TIME_LIMIT_S, env)
+
+
+def _read_training(log_path: Path, result: RunResult) -> StageOutcome:
+    text = _read_text(log_path)
+    curve, lines = parse_train_metrics(text)
+    outcome = StageOutcome(
+        status="ok",
+        exit_code=result.exit_code,
+        curve=curve,
+        train_lines=lines,
+        log_tail=text[-LOG_TAIL_BYTES:],
+        log_path=str(log_path),
+        train_s=result.seconds,
+    )
+    if result.timed_out:
+        outcome.status = "timeout"
+    elif result.cancelled:
+        outcome.status, outcome.reason = "failed", "The run was cancelled."
+    elif result.exit_code != 0:
+        outcome.status = "failed"
+        outcome.reason = f"The training run exited with status {result.exit_code}."
+    return outcome
+
+
+def _read_evaluation(
+    outcome: StageOutcome, layout: dict[str, Path], evaluation: RunResult
+) -> StageOutcome:
+    metrics_file = layout["eval"] / "metrics.json"
+    if evaluation.exit_code != 0 or not metrics_file.is_file():
+        eval_log = _read_text(layout["eval"].parent / "eval.log").strip().splitlines()
+        why = eval_log[-1] if eval_log else "no output"
+        outcome.status, outcome.exit_code = "failed", evaluation.exit_code
+        outcome.reason = f"Evaluation of the checkpoint failed: {why}"
+        return outcome
+    report = json.loads(metrics_file.read_text())
+    outcome.metrics = {k: float(v) for k, v in report["metrics"].items()}
+    outcome.info["eval"] = {k: v for k, v in report.items() if k != "metrics"}
+    if not all(math.isfinite(v) for v in outcome.metrics.values()):
+        outcome.status, outcome.reason = "invalid", "The evaluated loss is not finite"
+    return outcome
+
+
+def parse_train_metrics(text: str) -> tuple[list[list[float]], list[str]]:
+    """TRAIN_METRICS lines → curve points and the lines themselves (progress only)."""
+    curve, lines = [], []
+    for line in text.splitlines():
+        match = TRAIN_LINE.match(line.strip())
+        if match:
+            step, train, val = match.groups()
+            try:
+                curve.append([int(step), float(train), float(val)])
+            except ValueError:
+                continue
+            lines.append(line.strip())
+    return curve, lines
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    return path.read_bytes()[-1_000_000:].decode("utf-8", errors="replace")

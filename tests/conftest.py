@@ -1,0 +1,132 @@
+"""Shared fixtures: prepared data, a fresh database per test, a live HTTP server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lossgym.config import Settings
+from lossgym.env.catalog import TaskCache
+from lossgym.env.service import EpisodeService
+from lossgym.leaderboard.db import Database
+
+REPO = Path(__file__).resolve().parent.parent
+OPERATOR_KEY = "test-operator-key"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The embedded dataset, prepared once (idempotent; `make test` prepares it first)."""
+    from lossgym.trainer.data import prepare_dataset
+
+    path = Path(os.environ.get("LOSSGYM_DATA_DIR", REPO / "data")).resolve()
+    prepare_dataset("shakespeare", path, progress=lambda _msg: None)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, data_dir: Path) -> Settings:
+    return Settings(
+        database=tmp_path / "lossgym.db",
+        runs_dir=tmp_path / "runs",
+        data_dir=data_dir,
+        worker_in_api=False,
+        operator_key=OPERATOR_KEY,
+        worker_poll_s=0.2,
+    ).resolved()
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.database)
+    database.create_schema()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def service(settings: Settings, db: Database) -> EpisodeService:
+    return EpisodeService(settings, db, TaskCache(settings.tasks_dir))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def run_server(settings: Settings, worker: bool) -> Iterator[str]:
+    """`lossgym serve` in a subprocess on a free port; yields its base URL."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        LOSSGYM_DATABASE=str(settings.database),
+        LOSSGYM_RUNS_DIR=str(settings.runs_dir),
+        LOSSGYM_DATA_DIR=str(settings.data_dir),
+        LOSSGYM_OPERATOR_KEY=settings.operator_key,
+        LOSSGYM_WORKER_POLL_S="0.2",
+    )
+    log_path = settings.database.parent / f"server-{port}.log"
+    argv = [sys.executable, "-m", "lossgym.cli", "serve", "--port", str(port)]
+    argv.append("--worker" if worker else "--no-worker")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, proc, log_path)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()}")
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[str]:
+    """A live server with no worker: jobs queue but never run."""
+    with run_server(settings, worker=False) as base:
+        yield base
+
+
+@pytest.fixture
+def server_with_worker(settings: Settings) -> Iterator[str]:
+    with run_server(settings, worker=True) as base:
+        yield base
+
+
+@pytest.fixture
+def new_session() -> Callable[[str], dict]:
+    def create(base: str, agent: str = "pytest") -> dict:
+        reply = httpx.post(f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": agent})
+        assert reply.status_code == 201, reply.text
+        body = reply.json()
+        body["headers"] = {"Authorization": f"Bearer {body['token']}"}
+        return body
+
+    return create

@@ -1,0 +1,257 @@
+"""Task specs: the real task validates; bad specs name the file and key; template regions."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from envtest_helpers import SCRIPT, TASK, TASKS_DIR, needs_template
+
+from lossgym.env.errors import AgentError, TaskSpecError
+from lossgym.env.task import Task, list_tasks, load_task
+
+
+@pytest.fixture
+def task() -> Task:
+    return load_task(TASKS_DIR, TASK)
+
+
+def test_real_task_validates(task: Task) -> None:
+    spec = task.spec
+    assert spec.title == "LLM Pretraining: Loss Function Optimization"
+    assert (spec.budget.tests, spec.budget.steps) == (3, 50)
+    assert spec.seeds == [1337, 1338, 1339, 1340, 1341]
+    assert spec.hidden_metrics == ["piqa_*", "winogrande_*"]
+    assert set(spec.baselines) == {"cross_entropy", "label_smoothing", "softcap_ce", "z_loss"}
+    assert spec.default_profile == "tiny-cpu"
+    stage = task.profile().stages[0]
+    assert (stage.label, stage.kind, stage.nproc, stage.dataset) == (
+        "gpt-tiny",
+        "train",
+        2,
+        "shakespeare",
+    )
+    assert stage.model is not None and stage.model.n_embd == 128
+    assert task.primary_metric_key() == "val_loss_gpt-tiny"
+    assert task.is_hidden("piqa_lm-eval-tiny") and not task.is_hidden("val_loss_gpt-tiny")
+    assert [r.name for r in task.regions()[SCRIPT]] == ["compute_loss", "loss_state_hook"]
+    assert list_tasks(TASKS_DIR) == [TASK] or TASK in list_tasks(TASKS_DIR)
+
+
+def test_description_renders(task: Task) -> None:
+    text = task.render_description()
+    assert text.startswith("LLM Pretraining: Loss Function Optimization\n")
+    assert not re.search(r"\{[a-z_]+\}", text), "unfilled placeholder"
+    regions = task.regions()[SCRIPT]
+    for r in regions:
+        assert f"lines {r.start}–{r.end} (`{r.name}`)" in text
+    assert "compute_loss(logits, targets)" in text and "loss_progress" in text
+    assert "before the forward pass" in text and "no handle on the optimizer" in text
+    assert "plain cross-entropy" in text and "lower is better" in text
+    assert "You have 3 tests" in text and "submit(n=N)" in text
+    with pytest.raises(AgentError, match="Unknown profile 'huge'"):
+        task.render_description("huge")
+
+
+def test_unknown_task_lists_available() -> None:
+    with pytest.raises(TaskSpecError, match=f"Unknown task 'nope'.*Available: .*{TASK}"):
+        load_task(TASKS_DIR, "nope")
+
+
+# ── broken copies of the real task ─────────────────────────────────────────
+
+
+def _broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Callable[[dict], Any]) -> str:
+    shutil.copytree(TASKS_DIR / TASK, tmp_path / "tasks" / TASK)
+    path = tmp_path / "tasks" / TASK / "task.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TaskSpecError) as info:
+        load_task(Path("tasks"), TASK)
+    return str(info.value)
+
+
+def _stage(data: dict) -> dict:
+    return data["profiles"]["tiny-cpu"]["stages"][0]
+
+
+WHERE = f"tasks/{TASK}/task.yaml"
+BROKEN: dict[str, tuple[Callable[[dict], Any], str]] = {
+    "unknown_top": (lambda d: d.update(colour="red"), "colour: Extra inputs are not permitted"),
+    "unknown_nested": (
+        lambda d: _stage(d).update(gpu_type="h100"),
+        "profiles.tiny-cpu.stages.0.gpu_type: Extra inputs are not permitted",
+    ),
+    "bad_nproc": (
+        lambda d: _stage(d).update(nproc=0),
+        "profiles.tiny-cpu.stages.0.nproc: Input should be greater than or equal to 1",
+    ),
+    "bad_time": (lambda d: _stage(d).update(time_limit_s=0), "stages.0.time_limit_s: Input"),
+    "heads": (
+        lambda d: _stage(d)["model"].update(n_head=3),
+        "profiles.tiny-cpu.stages.0.model: n_embd (128) must be divisible by n_head (3)",
+    ),
+    "overlap": (
+        lambda d: d["workspace"][0]["editable"].append({"name": "x", "start": 1, "end": 400}),
+        "workspace.0: editable regions",
+    ),
+    "inverted_region": (
+        lambda d: d["workspace"][0]["editable"][0].update(start=300, end=200),
+        "workspace.0.editable.0: start (300) must be <= end (200)",
+    ),
+    "default_profile": (lambda d: d.update(default_profile="big"), "default_profile 'big'"),
+    "first_stage": (lambda d: _stage(d).update(kind="lm-eval"), "first stage must be a train"),
+    "dup_labels": (
+        lambda d: d["profiles"]["tiny-cpu"]["stages"].append(dict(_stage(d))),
+        "stage labels must be unique",
+    ),
+    "no_ce_baseline": (lambda d: d["baselines"].pop("cross_entropy"), "must include cross_entropy"),
+    "direction": (lambda d: d["primary_metric"].update(direction="up"), "primary_metric.direction"),
+    "config_value": (lambda d: _stage(d)["config"].update(lr=[1]), "stages.0.config.lr"),
+    "name": (lambda d: d.update(name="other"), "must match the directory name"),
+    "missing_file": (
+        lambda d: d["baselines"].update(z_loss="baselines/nope.yaml"),
+        "baselines.z_loss",
+    ),
+    "escaping_path": (lambda d: d.update(description="../x.md"), "description: "),
+    "cpu_gpus": (lambda d: _stage(d).update(gpus=1), "a cpu profile cannot use gpus"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_spec_names_file_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    edit, expected = BROKEN[case]
+    message = _broken(tmp_path, monkeypatch, edit)
+    assert message.startswith(f"{WHERE}: "), message
+    assert expected in message, message
+
+
+def test_nproc_message_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    message = _broken(tmp_path, monkeypatch, lambda d: _stage(d).update(nproc=0))
+    assert message == (
+        f"{WHERE}: profiles.tiny-cpu.stages.0.nproc: Input should be greater than or equal to 1"
+    )
+
+
+def test_yaml_syntax_error(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "task.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(TaskSpecError, match="task.yaml: cannot read"):
+        load_task(tmp_path, "t")
+
+
+# ── a second task, added as a directory only ───────────────────────────────
+
+TOY = {
+    "name": "toy",
+    "title": "Toy",
+    "description": "description.md",
+    "workspace": [
+        {
+            "path": "src/main.txt",
+            "source": "files/main.txt",
+            "editable": [{"name": "body", "start": 2, "end": 3}],
+        },
+        {"path": "src/notes.txt", "source": "files/notes.txt"},
+    ],
+    "seeds": [1],
+    "primary_metric": {"name": "val_loss", "direction": "minimize"},
+    "baselines": {"cross_entropy": "baselines/ce.yaml"},
+    "default_profile": "p",
+    "profiles": {
+        "p": {
+            "description": "d",
+            "devices": "cuda",
+            "stages": [
+                {
+                    "label": "small",
+                    "kind": "train",
+                    "nproc": 1,
+                    "gpus": 1,
+                    "time_limit_s": 5,
+                    "dataset": "d",
+                    "val_tokens": 8,
+                    "model": {
+                        "n_layer": 1,
+                        "n_head": 1,
+                        "n_embd": 8,
+                        "block_size": 8,
+                        "vocab_size": 16,
+                        "bias": True,
+                    },
+                },
+                {"label": "eval", "kind": "lm-eval", "gpus": 1, "time_limit_s": 5},
+            ],
+        }
+    },
+}
+
+
+def _write_toy(root: Path, spec: dict) -> None:
+    (root / "toy" / "files").mkdir(parents=True)
+    (root / "toy" / "baselines").mkdir()
+    (root / "toy" / "task.yaml").write_text(yaml.safe_dump(spec))
+    (root / "toy" / "description.md").write_text("{title}: edit {regions} of {file} on {devices}.")
+    (root / "toy" / "files" / "main.txt").write_text("a\nb\nc\nd\n")
+    (root / "toy" / "files" / "notes.txt").write_text("n\n")
+    (root / "toy" / "baselines" / "ce.yaml").write_text("[]\n")
+
+
+def test_second_task_by_directory(tmp_path: Path) -> None:
+    _write_toy(tmp_path, TOY)
+    shutil.copytree(TASKS_DIR / TASK, tmp_path / TASK)
+    assert list_tasks(tmp_path) == sorted([TASK, "toy"])
+    toy = load_task(tmp_path, "toy")
+    assert toy.render_description() == "Toy: edit lines 2–3 (`body`) of src/main.txt on 1 GPU."
+    assert toy.primary_metric_key() == "val_loss_small"
+    ws = toy.new_workspace()
+    assert ws.regions_of("src/notes.txt") == []
+    assert ws.replace("src/main.txt", 2, 3, "B").startswith("OK: Replaced lines 2..3")
+
+
+def test_regions_checked_against_file(tmp_path: Path) -> None:
+    spec = yaml.safe_load(yaml.safe_dump(TOY))
+    spec["workspace"][0]["editable"][0]["end"] = 9
+    _write_toy(tmp_path, spec)
+    with pytest.raises(TaskSpecError, match=r"workspace.0.editable.0: region body ends at line 9"):
+        load_task(tmp_path, "toy").new_workspace()
+
+
+def test_unknown_placeholder(tmp_path: Path) -> None:
+    _write_toy(tmp_path, TOY)
+    (tmp_path / "toy" / "description.md").write_text("{nonsense} but {'a': 1} stays")
+    with pytest.raises(TaskSpecError, match=r"unknown placeholder \{nonsense\}"):
+        load_task(tmp_path, "toy").render_description()
+
+
+# ── the real template ───────────────────────────────────────────────────────
+
+
+@needs_template
+def test_regions_match_template_markers(task: Task) -> None:
+    text = task.workspace_files()[SCRIPT]
+    lines = text.splitlines()
+    loss, hook = task.regions()[SCRIPT]
+    assert (loss.name, hook.name) == ("compute_loss", "loss_state_hook")
+    func = next(
+        n
+        for n in ast.parse(text).body
+        if isinstance(n, ast.FunctionDef) and n.name == "compute_loss"
+    )
+    assert func.lineno == loss.start and func.end_lineno is not None
+    assert func.end_lineno <= loss.end, "compute_loss's body must lie inside its region"
+    assert lines[loss.start - 2].startswith("# ── Loss Computation")
+    assert lines[loss.start - 1] == "def compute_loss(logits, targets):"
+    assert "loss-state hook" in lines[hook.start - 2]
+    assert "end of loss-state hook" in lines[hook.end]
+    task.new_workspace()  # regions lie inside the file

@@ -1,0 +1,22 @@
+"""Parsing TRAIN_METRICS lines: strict format, progress only."""
+
+from lossgym.sandbox.stages import parse_train_metrics
+
+
+def test_parses_only_well_formed_lines() -> None:
+    log = "\n".join(
+        [
+            "iter 10: loss 7.1, 800ms/iter",
+            "TRAIN_METRICS: step=20, train_loss=6.5000, val_loss=6.6000",
+            "TRAIN_METRICS: step=40, train_loss=5.9000, val_loss=6.1000",
+            "Final metrics (gpt-tiny): val_loss_gpt-tiny=0.0001",
+            "TRAIN_METRICS: step=x, train_loss=1, val_loss=1",
+            "prefix TRAIN_METRICS: step=60, train_loss=1.0, val_loss=1.0",
+        ]
+    )
+    curve, lines = parse_train_metrics(log)
+    assert curve == [[20, 6.5, 6.6], [40, 5.9, 6.1]]
+    assert lines == [
+        "TRAIN_METRICS: step=20, train_loss=6.5000, val_loss=6.6000",
+        "TRAIN_METRICS: step=40, train_loss=5.9000, val_loss=6.1000",
+    ]
