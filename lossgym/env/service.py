@@ -30,7 +30,7 @@ from lossgym.env.workspace import Workspace
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.models import SessionRow, TestRow, ToolCallRow
-from lossgym.sandbox.preflight import check_syntax
+from lossgym.sandbox.preflight import check_workspace
 
 FINISHED = ("done", "failed")
 
@@ -62,6 +62,7 @@ class EpisodeService:
         self.settings = settings
         self.db = db
         self.tasks = tasks
+        self._preflight_passed: set[str] = set()  # workspace hashes that passed pre-flight
 
     # ── Sessions ────────────────────────────────────────────────────────────
 
@@ -145,9 +146,16 @@ class EpisodeService:
         return self._tool(session_id, "view", args.model_dump(exclude_none=True), action)
 
     def test(self, session_id: str, wait: bool = True) -> ToolResult:
+        # Pre-flight runs outside the write transaction: it takes seconds.
+        checked_hash, problem = self._preflight(session_id)
+
         def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
-            workspace = self._workspace(session)
-            check_syntax(workspace.files)  # a broken file costs no test
+            if problem is not None:
+                raise problem  # broken or forbidden code costs no test
+            if self._workspace(session).content_hash() != checked_hash:
+                raise AgentError(
+                    "ERROR: The workspace changed while it was being checked; call test again."
+                )
             if session.tests_used >= session.budget_tests:
                 valid = [t.n for t in store.tests_of(db, session.id) if t.valid]
                 raise AgentError(
@@ -280,6 +288,26 @@ class EpisodeService:
         views = episode.stage_views(task, session.profile, test)
         remaining = max(session.budget_tests - test.n, 0)
         return texts.test_report(test.n, remaining, views, task.spec.hidden_metrics)
+
+    def _preflight(self, session_id: str) -> tuple[str, AgentError | None]:
+        """Check the current workspace; passing content hashes are remembered."""
+        with self.db.transaction() as db:
+            session = self._get(db, session_id)
+            if session.status != "active":
+                raise SessionEnded(_ended_text(session))
+            workspace = self._workspace(session)
+        digest = workspace.content_hash()
+        if digest in self._preflight_passed:
+            return digest, None
+        try:
+            regions = {path: workspace.regions_of(path) for path in workspace.files}
+            check_workspace(workspace.files, regions)
+        except AgentError as error:
+            return digest, error
+        if len(self._preflight_passed) > 10_000:
+            self._preflight_passed.clear()  # a bound, not an LRU: re-checking is only slower
+        self._preflight_passed.add(digest)
+        return digest, None
 
     def _repeated_submit(self, session_id: str, n: int) -> ToolResult | None:
         """A second submit of the already-final test answers the same; it is idempotent."""
