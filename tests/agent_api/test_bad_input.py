@@ -12,7 +12,9 @@ FILE = "nanoGPT/custom_pretrain.py"
 
 def _regions(session: dict) -> tuple[tuple[int, int], tuple[int, int]]:
     listing = session["workspace"][FILE]
-    first = listing.splitlines()[0]  # "nanoGPT/custom_pretrain.py [EDITABLE — lines a–b, lines c–d only]"
+    first = listing.splitlines()[
+        0
+    ]  # "nanoGPT/custom_pretrain.py [EDITABLE — lines a–b, lines c–d only]"
     spans = first.split("lines ", 1)[1].replace(" only]", "").split(", lines ")
     (a, b), (c, d) = (tuple(int(x) for x in span.split("–")) for span in spans)
     return (a, b), (c, d)
@@ -59,7 +61,13 @@ def test_malformed_requests(server: str, new_session) -> None:
     before = _snapshot(server, headers)
     json_headers = dict(headers, **{"Content-Type": "application/json"})
 
-    huge = {"op": "replace", "filename": FILE, "start_line": a, "end_line": b, "content": "#" * 1_000_000}
+    huge = {
+        "op": "replace",
+        "filename": FILE,
+        "start_line": a,
+        "end_line": b,
+        "content": "#" * 1_000_000,
+    }
     reply = httpx.post(f"{server}/edit", json=huge, headers=headers)
     assert reply.status_code == 413 and "too large" in reply.json()["text"]
 

@@ -37,7 +37,11 @@ def test_report_shows_last_five_lines_and_hides_hidden_metrics() -> None:
     report = texts.test_report(1, 2, _stages(), HIDDEN)
     blocks = report.split("\n\n")
     assert blocks[1].splitlines()[:2] == ["### gpt-345m (train)", "Training metrics (last steps):"]
-    assert blocks[1].count("TRAIN_METRICS") == 5 and "step=6" in blocks[1] and "step=1," not in blocks[1]
+    assert (
+        blocks[1].count("TRAIN_METRICS") == 5
+        and "step=6" in blocks[1]
+        and "step=1," not in blocks[1]
+    )
     assert blocks[1].splitlines()[-1] == (
         "Final metrics (gpt-345m): val_loss_gpt-345m=2.3383, wikitext2_ppl_gpt-345m=47.9100"
     )

@@ -37,7 +37,10 @@ HOSTILE = {
     "class": "class X:\n    pass\n" + HEADER + CE,
     "statement at top": "print('hi')\n" + HEADER + CE,
     "reads training data": HEADER + "    z = X\n" + CE,
-    "local shadow trick": "def f():\n    os = 1\n    return os\n" + HEADER + "    os.system('id')\n" + CE,
+    "local shadow trick": "def f():\n    os = 1\n    return os\n"
+    + HEADER
+    + "    os.system('id')\n"
+    + CE,
     "no compute_loss": "def other(logits, targets):\n" + CE,
     "decorator": "@torch.jit.script\n" + HEADER + CE,
 }

@@ -18,7 +18,9 @@ def _smoke(body: str, timeout_s: float = 60.0) -> None:
 
 
 def test_plain_cross_entropy_passes() -> None:
-    _smoke("    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)\n")
+    _smoke(
+        "    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -29,7 +31,10 @@ def test_plain_cross_entropy_passes() -> None:
         ("    return 0.0\n", "it must return a scalar tensor"),
         ("    return torch.tensor(1.0)\n", "no gradient"),
         ("    x = 1\n    raise ValueError('boom')\n", f"ValueError: boom (line {START + 2})"),
-        ("    return (logits * 1e30).exp().sum() * 0 + logits.sum() * 0 + (logits * 1e30).exp().sum() * 0\n", "finite"),
+        (
+            "    return (logits * 1e30).exp().sum() * 0 + logits.sum() * 0 + (logits * 1e30).exp().sum() * 0\n",
+            "finite",
+        ),
     ],
 )
 def test_broken_losses_are_refused(body: str, message: str) -> None:

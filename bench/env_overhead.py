@@ -1,0 +1,145 @@
+"""Environment overhead of one test, and /edit latency over HTTP.
+
+Starts a real `lossgym serve` (with its worker) on a fresh database and prints:
+
+- for one tiny-cpu test: total wall time of the waiting POST /test, the
+  training and evaluation subprocess times, the compute time each reports for
+  itself, and the overhead = total - (train + eval compute);
+- p50 / p95 / max of POST /edit (replace, then undo) from one client, and the
+  same with 20 concurrent sessions, counting errors.
+
+Usage: .venv/bin/python bench/env_overhead.py [--edits 200] [--no-test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lossgym.config import Settings  # noqa: E402
+from lossgym.leaderboard import store  # noqa: E402
+from lossgym.leaderboard.db import Database  # noqa: E402
+from tests.conftest import run_server  # noqa: E402
+
+FILE = "nanoGPT/custom_pretrain.py"
+
+
+def _session(base: str, agent: str) -> tuple[dict, tuple[int, int]]:
+    body = httpx.post(f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": agent}).json()
+    head = body["workspace"][FILE].splitlines()[0]
+    a, b = (int(x) for x in head.split("lines ")[1].split(",")[0].split("–"))
+    return {"Authorization": f"Bearer {body['token']}"}, (a, b)
+
+
+def _edit_latencies(base: str, edits: int, agent: str) -> list[float]:
+    headers, (a, b) = _session(base, agent)
+    content = "def compute_loss(logits, targets):\n    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)\n\n"  # noqa: E501
+    body = {"op": "replace", "filename": FILE, "start_line": a, "end_line": b, "content": content}
+    times = []
+    with httpx.Client(headers=headers) as client:
+        for i in range(edits):
+            start = time.perf_counter()
+            if i % 2 == 0:
+                reply = client.post(f"{base}/edit", json=body)
+            else:
+                reply = client.post(f"{base}/undo", json={"n": 1})
+            times.append(time.perf_counter() - start)
+            if reply.status_code != 200:
+                raise RuntimeError(reply.text)
+    return times
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
+
+
+def bench_edits(base: str, edits: int) -> None:
+    times = _edit_latencies(base, edits, "bench-edit")
+    print(f"/edit+/undo, 1 client, {len(times)} calls: p50 {_pct(times, 50):.1f} ms, "
+          f"p95 {_pct(times, 95):.1f} ms, max {max(times) * 1000:.1f} ms")  # fmt: skip
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        futures = [pool.submit(_edit_latencies, base, 20, f"bench-{i}") for i in range(20)]
+        results, errors = [], 0
+        for future in futures:
+            try:
+                results.extend(future.result())
+            except Exception:  # noqa: BLE001 - counted and reported
+                errors += 1
+    print(f"/edit+/undo, 20 concurrent sessions x 20 calls: p50 {_pct(results, 50):.1f} ms, "
+          f"p95 {_pct(results, 95):.1f} ms, errors {errors}")  # fmt: skip
+
+
+def bench_test(base: str, settings: Settings) -> None:
+    headers, _ = _session(base, "bench-test")
+    start = time.perf_counter()
+    reply = httpx.post(f"{base}/test", headers=headers, timeout=1800)
+    total = time.perf_counter() - start
+    assert reply.status_code == 200, reply.text
+    db = Database(settings.database)
+    with db.transaction() as tx:
+        sid = store.session_by_token_hash(tx, _token_hash(headers)).id  # type: ignore[union-attr]
+        stage = store.tests_of(tx, sid)[0].stages[0]
+        train_s, eval_s, info = stage.train_s, stage.eval_s, dict(stage.info)
+        log_path = Path(stage.log_path)
+    db.dispose()
+    loop_s = _training_loop_seconds(log_path)
+    eval_compute = float(info.get("eval", {}).get("seconds", eval_s))
+    print(f"test wall {total:.1f} s = train process {train_s:.1f} s + eval process {eval_s:.1f} s "
+          f"+ service {total - train_s - eval_s:.1f} s")  # fmt: skip
+    if loop_s is not None:
+        overhead = total - loop_s - eval_compute
+        print(f"compute: training loop {loop_s:.1f} s, evaluation {eval_compute:.1f} s; "
+              f"environment overhead {overhead:.1f} s (process start-up, imports, data, "
+              f"checkpoint, queueing)")  # fmt: skip
+
+
+def _training_loop_seconds(log_path: Path) -> float | None:
+    for line in reversed(log_path.read_text().splitlines()):
+        if line.startswith("TRAIN_SUMMARY:"):
+            fields = dict(part.split("=") for part in line.split(":", 1)[1].strip().split(", "))
+            return float(fields["train_seconds"])
+    return None
+
+
+def _token_hash(headers: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(headers["Authorization"][7:].encode()).hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edits", type=int, default=200)
+    parser.add_argument("--no-test", action="store_true", help="Skip the training test.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            database=Path(tmp) / "bench.db", runs_dir=Path(tmp) / "runs", worker_poll_s=0.2
+        ).resolved()
+        with run_server(settings, worker=True) as base:
+            bench_edits(base, args.edits)
+            if not args.no_test:
+                bench_test(base, settings)
+    print(json.dumps({"machine": _machine()}))
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    main()
