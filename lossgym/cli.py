@@ -137,5 +137,42 @@ def tasks_validate(name: Annotated[str, typer.Argument(help="Task name.")]) -> N
     typer.echo(f"{task.spec.name}: OK")
 
 
+@app.command("baselines")
+def baselines(
+    task: Annotated[str | None, typer.Option(help="Task name (default: the first task).")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Profile (default: the task's default).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Run the task's first N seeds.")] = 3,
+    base_url: Annotated[str, typer.Option(help="The LossGym service.")] = "http://127.0.0.1:8000",
+    names: Annotated[
+        str | None, typer.Option(help="Comma-separated baselines (default: all of the task's).")
+    ] = None,
+    state: Annotated[
+        Path, typer.Option(help="Where sessions an interrupted run left waiting are kept.")
+    ] = Path("var/baselines-state.json"),
+) -> None:
+    """Run each baseline over seeds through the public HTTP API; resumable (skips done ones).
+
+    Baseline agent names are reserved for the operator: set LOSSGYM_OPERATOR_KEY to the
+    server's key.
+    """
+    from lossgym.baseline_runs import Api, BaselineRunner, PlanError, StateFile, choose, summary
+
+    try:
+        chosen, profile, wanted, seed_list = choose(
+            _settings().tasks_dir, task, profile, names, seeds
+        )
+    except PlanError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    api = Api(base_url, operator_key=_settings().operator_key)
+    runner = BaselineRunner(api, chosen, profile, StateFile(state), typer.echo)
+    outcomes = runner.run(wanted, seed_list)
+    typer.echo("\n" + summary(outcomes, runner.metric))
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

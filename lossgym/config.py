@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         900.0, description="Longest a waiting /test call blocks before it returns the job state."
     )
     max_content_bytes: int = Field(64 * 1024, description="Largest edit content accepted.")
+    preflight_timeout_s: float = Field(
+        60.0, description="Time limit of the pre-flight smoke run of compute_loss."
+    )
     max_request_bytes: int = Field(256 * 1024, description="Largest request body accepted.")
 
     # Worker.

@@ -58,6 +58,33 @@ def service(settings: Settings, db: Database) -> EpisodeService:
     return EpisodeService(settings, db, TaskCache(settings.tasks_dir))
 
 
+def fast_tasks_dir(tmp_path: Path, **stage_overrides: object) -> Path:
+    """A copy of the task whose tiny-cpu training is a few seconds long.
+
+    Tasks are data: the copy differs only in its task.yaml, no code changes.
+    `stage_overrides` replace keys of the stage (e.g. val_tokens) or, under
+    `config`, its training knobs.
+    """
+    import shutil
+
+    import yaml
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(REPO / "tasks" / "llm-pretrain-loss", tasks / "llm-pretrain-loss")
+    spec_path = tasks / "llm-pretrain-loss" / "task.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    stage = spec["profiles"]["tiny-cpu"]["stages"][0]
+    stage["config"].update(max_iters=30, eval_interval=10, eval_iters=2, log_interval=5)
+    stage["val_tokens"] = 4096
+    for key, value in stage_overrides.items():
+        if key == "config":
+            stage["config"].update(value)  # type: ignore[arg-type]
+        else:
+            stage[key] = value
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    return tasks
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -74,6 +101,9 @@ def run_server(settings: Settings, worker: bool) -> Iterator[str]:
         LOSSGYM_RUNS_DIR=str(settings.runs_dir),
         LOSSGYM_DATA_DIR=str(settings.data_dir),
         LOSSGYM_OPERATOR_KEY=settings.operator_key,
+        LOSSGYM_TASKS_DIR=str(settings.tasks_dir),
+        LOSSGYM_LEASE_S=str(settings.lease_s),
+        LOSSGYM_PREFLIGHT_TIMEOUT_S=str(settings.preflight_timeout_s),
         LOSSGYM_WORKER_POLL_S="0.2",
     )
     log_path = settings.database.parent / f"server-{port}.log"

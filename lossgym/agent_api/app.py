@@ -11,11 +11,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from lossgym.agent_api import errors
-from lossgym.agent_api.routes import sessions, tools
+from lossgym.agent_api.routes import leaderboard, sessions, tools
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
 from lossgym.env.service import EpisodeService
 from lossgym.leaderboard.db import Database
+from lossgym.leaderboard.service import LeaderboardService
 
 log = logging.getLogger("lossgym.api")
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
         db.create_schema()
         tasks = TaskCache(settings.tasks_dir)
         app.state.service = EpisodeService(settings, db, tasks)
+        app.state.leaderboard = LeaderboardService(db, tasks)
         stop = threading.Event()
         worker_thread = _start_worker(settings, db, tasks, stop) if settings.worker_in_api else None
         try:
@@ -50,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.middleware("http")(_limit_body(settings.max_request_bytes))
     app.include_router(sessions.router)
     app.include_router(tools.router)
+    app.include_router(leaderboard.router)
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:

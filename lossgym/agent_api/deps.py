@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from lossgym.env.service import EpisodeService, Unauthorized
+from lossgym.leaderboard.service import LeaderboardService
 
 
 def get_service(request: Request) -> EpisodeService:
@@ -15,6 +16,13 @@ def get_service(request: Request) -> EpisodeService:
 
 
 Service = Annotated[EpisodeService, Depends(get_service)]
+
+
+def get_leaderboard(request: Request) -> LeaderboardService:
+    return request.app.state.leaderboard  # type: ignore[no-any-return]
+
+
+Leaderboard = Annotated[LeaderboardService, Depends(get_leaderboard)]
 
 
 def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
@@ -37,6 +45,18 @@ SessionId = Annotated[str, Depends(session_id)]
 def is_operator(service: Service, token: str) -> bool:
     key = service.settings.operator_key
     return bool(key) and hmac.compare_digest(token.encode(), key.encode())
+
+
+def operator_caller(
+    service: Service, authorization: Annotated[str | None, Header()] = None
+) -> bool:
+    """True when the caller presents the operator key; no token or another one is public."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return False
+    return is_operator(service, authorization[7:].strip())
+
+
+Operator = Annotated[bool, Depends(operator_caller)]
 
 
 def authorize_session(service: Service, token: str, wanted: str) -> None:

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from lossgym.env.errors import AgentError
-from lossgym.env.service import NotFound, SessionEnded, Unauthorized
+from lossgym.env.service import Forbidden, NotFound, SessionEnded, Unauthorized
 
 
 def _error(status: int, text: str) -> JSONResponse:
@@ -35,6 +35,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
         return _error(401, f"ERROR: {exc}")
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return _error(403, f"ERROR: {exc}")
 
     @app.exception_handler(SessionEnded)
     async def ended(_: Request, exc: SessionEnded) -> JSONResponse:

@@ -29,10 +29,11 @@ from lossgym.env.tools import EditArgs, SubmitArgs, UndoArgs, ViewArgs, tool_sch
 from lossgym.env.workspace import Workspace
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import SessionRow, TestRow, ToolCallRow
+from lossgym.leaderboard.models import SessionRow, TestRow, ToolCallRow, utcnow
 from lossgym.sandbox.preflight import check_workspace
 
-FINISHED = ("done", "failed")
+FINISHED = ("done", "failed", "error")
+BASELINE_PREFIX = "baseline:"
 
 
 class NotFound(Exception):
@@ -41,6 +42,10 @@ class NotFound(Exception):
 
 class Unauthorized(Exception):
     """A missing or wrong token (HTTP 401)."""
+
+
+class Forbidden(Exception):
+    """An operator-only action without the operator key (HTTP 403)."""
 
 
 class SessionEnded(Exception):
@@ -67,9 +72,23 @@ class EpisodeService:
     # ── Sessions ────────────────────────────────────────────────────────────
 
     def create_session(
-        self, task_name: str, agent: str, profile: str | None = None, seed: int | None = None
+        self,
+        task_name: str,
+        agent: str,
+        profile: str | None = None,
+        seed: int | None = None,
+        operator: bool = True,
     ) -> dict[str, Any]:
-        """Start an episode; raises AgentError for an unknown task or profile."""
+        """Start an episode; raises AgentError for an unknown task or profile.
+
+        Agent names starting with `baseline:` feed the reference statistics every
+        row is compared with, so only the operator may use them.
+        """
+        if agent.startswith(BASELINE_PREFIX) and not operator:
+            raise Forbidden(
+                f"Agent names starting with {BASELINE_PREFIX!r} are reserved for the operator's "
+                "baseline runs; send the operator key, or choose another name."
+            )
         task = self._task_for_agent(task_name)
         profile = profile or task.spec.default_profile
         if profile not in task.spec.profiles:
@@ -234,7 +253,7 @@ class EpisodeService:
                     }
                     for v in views
                 ],  # fmt: skip
-                "text": self._test_text(session, test, task),
+                "text": self._test_text(db, session, test, task),
             }
 
     # ── Internals ───────────────────────────────────────────────────────────
@@ -274,19 +293,20 @@ class EpisodeService:
                 test = store.get_test(db, session_id, n)
                 assert test is not None
                 if test.status in FINISHED or time.monotonic() > deadline:
-                    text = self._test_text(session, test, self.tasks.get(session.task))
+                    text = self._test_text(db, session, test, self.tasks.get(session.task))
                     db.get_one(ToolCallRow, queued.data["tool_call_id"]).text = text
                     return ToolResult(True, text, {**queued.data, "status": test.status})
             time.sleep(0.5)
 
-    def _test_text(self, session: SessionRow, test: TestRow, task: Task) -> str:
+    def _test_text(self, db: Session, session: SessionRow, test: TestRow, task: Task) -> str:
         if test.status not in FINISHED:
-            elapsed = (
-                (time.time() - test.created_at.timestamp()) if test.status == "running" else 0.0
-            )
-            return texts.test_pending(test.n, test.status, session.id, max(elapsed, 0.0))
+            waited = (utcnow() - test.created_at).total_seconds()
+            return texts.test_pending(test.n, test.status, session.id, max(waited, 0.0))
+        remaining = max(session.budget_tests - session.tests_used, 0)
+        if test.status == "error":
+            job = store.get_job_for_test(db, test.id)
+            return texts.test_infra_error(test.n, remaining, job.error or "unknown")
         views = episode.stage_views(task, session.profile, test)
-        remaining = max(session.budget_tests - test.n, 0)
         return texts.test_report(test.n, remaining, views, task.spec.hidden_metrics)
 
     def _preflight(self, session_id: str) -> tuple[str, AgentError | None]:
@@ -301,7 +321,7 @@ class EpisodeService:
             return digest, None
         try:
             regions = {path: workspace.regions_of(path) for path in workspace.files}
-            check_workspace(workspace.files, regions)
+            check_workspace(workspace.files, regions, self.settings.preflight_timeout_s)
         except AgentError as error:
             return digest, error
         if len(self._preflight_passed) > 10_000:

@@ -74,6 +74,8 @@ def stage_block(stage: StageView, hidden_globs: Sequence[str]) -> str:
         if stage.log_tail:
             lines.append(f"Log tail (last {LOG_TAIL_LINES} lines of the run's output):")
             lines.append(_tail(stage.log_tail))
+    elif stage.status == "error":
+        lines.append(f"[STATUS: INFRASTRUCTURE ERROR] {stage.reason}.")
     elif stage.status == "invalid":
         lines.append(f"[STATUS: INVALID] {stage.reason}; this result does not count.")
     shown = visible_metrics(stage.metrics, hidden_globs)
@@ -102,6 +104,14 @@ def submit_report(n: int, stages: Sequence[StageView], hidden_globs: Sequence[st
     parts.append(f"[submit] Finalized test #{n} as final.")
     parts.append(leaderboard_line(stages, hidden_globs))
     return "\n\n".join(parts)
+
+
+def test_infra_error(n: int, remaining: int, reason: str) -> str:
+    plural = "test" if remaining == 1 else "tests"
+    return (
+        f"[Test #{n}] was not counted: the infrastructure failed ({reason}). It was retried "
+        f"and has been given back; you have {remaining} {plural} remaining. Call test again."
+    )
 
 
 def test_pending(n: int, status: str, session_id: str, elapsed_s: float) -> str:

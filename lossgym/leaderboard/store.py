@@ -75,8 +75,13 @@ def revisions(db: Session, session_id: str) -> list[RevisionRow]:
 
 
 def add_test_with_job(db: Session, session: SessionRow, revision: RevisionRow) -> TestRow:
-    """Record test number `session.tests_used` and queue the job that runs it."""
-    test = TestRow(session_id=session.id, n=session.tests_used, revision_id=revision.id)
+    """Record the session's next test and queue the job that runs it.
+
+    Numbers follow the tests recorded, not the budget spent: a test refunded
+    after an infrastructure error keeps its number.
+    """
+    last = db.scalar(select(func.max(TestRow.n)).where(TestRow.session_id == session.id))
+    test = TestRow(session_id=session.id, n=(last or 0) + 1, revision_id=revision.id)
     db.add(test)
     db.flush()
     db.add(JobRow(test_id=test.id))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -27,6 +28,7 @@ class RunSpec:
     log_path: Path
     timeout_s: float
     env: dict[str, str] = field(default_factory=dict)
+    pid_file: Path | None = None  # gets "<host> <pgid> <cwd>" so a later worker can clean up
 
 
 @dataclass
@@ -71,6 +73,8 @@ class LocalRunner:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            if spec.pid_file is not None:
+                spec.pid_file.write_text(f"{socket.gethostname()} {proc.pid} {spec.cwd}\n")
             timed_out = cancelled = False
             while True:
                 try:

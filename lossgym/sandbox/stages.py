@@ -25,11 +25,12 @@ TRAIN_LINE = re.compile(
 )
 LOG_TAIL_BYTES = 8_000
 EVAL_TIME_LIMIT_S = 1800.0
+EVAL_EXIT_BAD_CHECKPOINT = 1  # lossgym.trainer.evaluate: the checkpoint is missing or rejected
 
 
 @dataclass
 class StageOutcome:
-    status: str  # ok | failed | timeout | invalid
+    status: str  # ok | failed | timeout | invalid (the agent's) | error (the infrastructure's)
     exit_code: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     curve: list[list[float]] = field(default_factory=list)
@@ -40,6 +41,7 @@ class StageOutcome:
     eval_s: float = 0.0
     reason: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    infra: bool = False  # the failure is the infrastructure's: retried, never charged
 
 
 @dataclass
@@ -60,8 +62,11 @@ class StageJob:
 
 
 def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> StageOutcome:
-    layout = _prepare_run_dir(job)
-    result = runner.run(_train_spec(job, layout), cancel)
+    try:
+        layout = _prepare_run_dir(job)
+        result = runner.run(_train_spec(job, layout), cancel)
+    except OSError as error:  # no disk, no torchrun: nothing the agent did
+        return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
     outcome = _read_training(layout["log"], result)
     if outcome.status != "ok":
         return outcome
@@ -69,7 +74,12 @@ def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> S
     if not checkpoint.is_file():
         outcome.status, outcome.reason = "failed", "The training run wrote no checkpoint."
         return outcome
-    evaluation = runner.run(_eval_spec(job, layout, checkpoint), cancel)
+    try:
+        evaluation = runner.run(_eval_spec(job, layout, checkpoint), cancel)
+    except OSError as error:
+        return StageOutcome(
+            status="error", infra=True, reason=f"could not start evaluation: {error}"
+        )
     outcome.eval_s = evaluation.seconds
     return _read_evaluation(outcome, layout, evaluation)
 
@@ -111,7 +121,8 @@ def _train_spec(job: StageJob, layout: dict[str, Path]) -> RunSpec:
             "TMPDIR": str(layout["out"]),
         }
     )
-    return RunSpec(argv, layout["workspace"], layout["log"], job.time_limit_s, env)
+    pid_file = job.run_dir / "pid"
+    return RunSpec(argv, layout["workspace"], layout["log"], job.time_limit_s, env, pid_file)
 
 
 def _eval_spec(job: StageJob, layout: dict[str, Path], checkpoint: Path) -> RunSpec:
@@ -136,7 +147,8 @@ def _read_training(log_path: Path, result: RunResult) -> StageOutcome:
         exit_code=result.exit_code,
         curve=curve,
         train_lines=lines,
-        log_tail=text[-LOG_TAIL_BYTES:],
+        # Paths as the agent knows them: relative to its workspace.
+        log_tail=agent_log(text).replace(f"{log_path.parent / 'workspace'}/", "")[-LOG_TAIL_BYTES:],
         log_path=str(log_path),
         train_s=result.seconds,
     )
@@ -157,8 +169,14 @@ def _read_evaluation(
     if evaluation.exit_code != 0 or not metrics_file.is_file():
         eval_log = _read_text(layout["eval"].parent / "eval.log").strip().splitlines()
         why = eval_log[-1] if eval_log else "no output"
-        outcome.status, outcome.exit_code = "failed", evaluation.exit_code
-        outcome.reason = f"Evaluation of the checkpoint failed: {why}"
+        outcome.exit_code = evaluation.exit_code
+        # Exit 1: the checkpoint was missing or rejected, which the training run
+        # (the agent's code) caused. Anything else is the evaluator's problem.
+        if evaluation.exit_code == EVAL_EXIT_BAD_CHECKPOINT:
+            outcome.status, outcome.reason = "failed", f"The checkpoint was rejected: {why}"
+        else:
+            outcome.status, outcome.infra = "error", True
+            outcome.reason = f"the trusted evaluator failed: {why}"
         return outcome
     report = json.loads(metrics_file.read_text())
     outcome.metrics = {k: float(v) for k, v in report["metrics"].items()}
@@ -166,6 +184,20 @@ def _read_evaluation(
     if not all(math.isfinite(v) for v in outcome.metrics.values()):
         outcome.status, outcome.reason = "invalid", "The evaluated loss is not finite"
     return outcome
+
+
+def agent_log(text: str) -> str:
+    """The run's output without torchrun's own failure report and warnings.
+
+    When a rank fails, torchrun appends a traceback of its own and a summary
+    box; in a short tail those would hide the agent's actual error.
+    """
+    marker = text.rfind("torch.distributed.elastic.multiprocessing.errors.ChildFailedError")
+    if marker != -1:
+        start = text.rfind("Traceback (most recent call last):", 0, marker)
+        text = text[:start] if start != -1 else text
+    lines = [line for line in text.splitlines() if "torch/distributed/elastic" not in line]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def parse_train_metrics(text: str) -> tuple[list[list[float]], list[str]]:

@@ -2,41 +2,33 @@
 
 A job is leased, not owned: the worker renews the lease while the job runs, and
 any worker that finds an expired lease puts the job back in the queue. So a
-worker killed mid-test loses nothing; the test runs again and the session's
-budget is not touched (the test was paid for once, when it was queued).
+worker killed mid-test loses nothing: the next worker kills what the dead one
+left running, runs the test again in a fresh attempt directory, and the
+session's budget is untouched (the test was paid for once, when it was queued).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from lossgym.config import Settings
-from lossgym.env import episode
 from lossgym.env.catalog import TaskCache
 from lossgym.env.task import Task
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import StageResultRow, utcnow
+from lossgym.sandbox import results
+from lossgym.sandbox.results import ClaimedJob
 from lossgym.sandbox.runner import LocalRunner, Runner
 from lossgym.sandbox.stages import StageJob, StageOutcome, run_train_stage
 
 log = logging.getLogger("lossgym.worker")
-
-
-@dataclass
-class ClaimedJob:
-    job_id: int
-    test_id: int
-    session_id: str
-    task: str
-    profile: str
-    seed: int
-    files: dict[str, str]
+MAX_ATTEMPTS = 3  # infrastructure failures retried before a test is refunded
 
 
 class Worker:
@@ -70,14 +62,33 @@ class Worker:
         claimed = self._claim()
         if claimed is None:
             return False
-        lost = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(claimed.job_id, lost), daemon=True)
+        task = self.tasks.get(claimed.task)
+        if claimed.attempt > MAX_ATTEMPTS:
+            with self.db.transaction() as db:
+                results.give_up(
+                    db, claimed, task, f"failed on the infrastructure {MAX_ATTEMPTS} times"
+                )
+            return True
+        job_dir = self.settings.runs_dir / f"job-{claimed.job_id}"
+        kill_stale_attempts(job_dir, claimed.attempt)
+        done, lease_lost = threading.Event(), threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(claimed.job_id, done, lease_lost), daemon=True
+        )
         beat.start()
+        cancel = _either(stop, lease_lost)
         try:
-            self._run_stages(claimed, self.tasks.get(claimed.task), _either(stop, lost))
+            outcomes = self._run_stages(claimed, task, cancel)
         finally:
-            lost.set()
+            done.set()
+            cancel.set()  # also ends the watcher thread
             beat.join()
+        if outcomes is None:  # cancelled: shutting down, or another worker has the job now
+            if not lease_lost.is_set():
+                with self.db.transaction() as db:
+                    results.requeue(db, claimed, "the worker shut down during the test")
+            return True
+        self._conclude(claimed, task, outcomes)
         return True
 
     def _claim(self) -> ClaimedJob | None:
@@ -91,48 +102,80 @@ class Worker:
             store.clear_stage_results(db, test.id)  # a re-run starts clean
             test.status = "running"
             session = test.session
-            log.info("job %s: test #%s of session %s", job.id, test.n, session.id)
+            log.info(
+                "job %s (attempt %s): test #%s of session %s",
+                job.id,
+                job.attempts,
+                test.n,
+                session.id,
+            )
             return ClaimedJob(
                 job.id, test.id, session.id, session.task, session.profile, session.seed,
-                dict(test.revision.files),
+                dict(test.revision.files), job.attempts,
             )  # fmt: skip
 
-    def _heartbeat(self, job_id: int, lost: threading.Event) -> None:
+    def _heartbeat(self, job_id: int, done: threading.Event, lease_lost: threading.Event) -> None:
         interval = max(self.settings.lease_s / 4, 0.5)
-        while not lost.wait(interval):
+        while not done.wait(interval):
             with self.db.transaction() as db:
                 if not store.renew_lease(db, job_id, self.id, self.settings.lease_s):
                     log.warning("job %s: lease lost; stopping it", job_id)
-                    lost.set()
+                    lease_lost.set()
+                    return
 
-    def _run_stages(self, claimed: ClaimedJob, task: Task, cancel: threading.Event) -> None:
+    def _run_stages(
+        self, claimed: ClaimedJob, task: Task, cancel: threading.Event
+    ) -> list[StageOutcome] | None:
+        """Run stages in order until one fails; None when cancelled."""
         stages = task.spec.profiles[claimed.profile].stages
         outcomes: list[StageOutcome] = []
         for position, stage in enumerate(stages):
             if stage.kind != "train":
-                outcome = StageOutcome(
-                    status="failed", reason=f"stage kind {stage.kind!r} is not supported yet"
-                )
+                why = f"stage kind {stage.kind!r} is not supported by this worker yet"
+                outcome = StageOutcome(status="error", infra=True, reason=why)
             else:
                 outcome = run_train_stage(
                     self._stage_job(claimed, task, position), self.runner, cancel
                 )
             if cancel.is_set():
-                return  # lost the lease or shutting down: another worker re-runs the job
+                return None
             outcomes.append(outcome)
-            self._record_stage(claimed, position, stage.label, stage.kind, outcome)
+            with self.db.transaction() as db:
+                results.record_stage(db, claimed, position, stage.label, stage.kind, outcome)
             if outcome.status != "ok":
                 break
-        self._finish(claimed, task, outcomes, len(stages))
+        return outcomes
+
+    def _conclude(self, claimed: ClaimedJob, task: Task, outcomes: list[StageOutcome]) -> None:
+        infra = next((o for o in outcomes if o.infra), None)
+        n_stages = len(task.spec.profiles[claimed.profile].stages)
+        with self.db.transaction() as db:
+            if infra is None:
+                valid = results.finish(db, claimed, task, outcomes, n_stages)
+                log.info("job %s finished: %s", claimed.job_id, "valid" if valid else "failed")
+            elif claimed.attempt < MAX_ATTEMPTS:
+                log.warning(
+                    "job %s: infrastructure failure, retrying: %s", claimed.job_id, infra.reason
+                )
+                results.requeue(db, claimed, infra.reason)
+            else:
+                log.error(
+                    "job %s: giving up after %s attempts: %s",
+                    claimed.job_id,
+                    claimed.attempt,
+                    infra.reason,
+                )
+                results.give_up(db, claimed, task, infra.reason)
 
     def _stage_job(self, claimed: ClaimedJob, task: Task, position: int) -> StageJob:
         stage = task.spec.profiles[claimed.profile].stages[position]
-        run_dir = self.settings.runs_dir / f"job-{claimed.job_id}" / stage.label
-        entrypoint = task.spec.workspace[0].path
+        job_dir = self.settings.runs_dir / f"job-{claimed.job_id}"
+        run_dir = job_dir / f"attempt-{claimed.attempt}" / stage.label
+        assert stage.dataset is not None and stage.model is not None and stage.val_tokens
         return StageJob(
             run_dir=run_dir,
             files=claimed.files,
-            entrypoint=entrypoint,
+            entrypoint=task.spec.workspace[0].path,
             dataset_dir=Path(self.settings.data_dir) / stage.dataset,
             label=stage.label,
             nproc=stage.nproc,
@@ -143,39 +186,47 @@ class Worker:
             seed=claimed.seed,
         )
 
-    def _record_stage(
-        self, claimed: ClaimedJob, position: int, label: str, kind: str, outcome: StageOutcome
-    ) -> None:
-        info = dict(outcome.info, reason=outcome.reason, seed=claimed.seed)
-        with self.db.transaction() as db:
-            db.add(
-                StageResultRow(
-                    test_id=claimed.test_id, position=position, label=label, kind=kind,
-                    status=outcome.status, exit_code=outcome.exit_code, metrics=outcome.metrics,
-                    curve=outcome.curve, train_lines=outcome.train_lines,
-                    log_tail=outcome.log_tail, log_path=outcome.log_path,
-                    train_s=outcome.train_s, eval_s=outcome.eval_s,
-                    elapsed_s=outcome.train_s + outcome.eval_s, info=info,
-                )
-            )  # fmt: skip
 
-    def _finish(
-        self, claimed: ClaimedJob, task: Task, outcomes: list[StageOutcome], n_stages: int
-    ) -> None:
-        valid = len(outcomes) == n_stages and all(o.status == "ok" for o in outcomes)
-        metrics: dict[str, float] = {}
-        for outcome in outcomes:
-            metrics.update(outcome.metrics)
-        with self.db.transaction() as db:
-            test = store.get_test_by_id(db, claimed.test_id)
-            test.status = "done" if valid else "failed"
-            test.valid = valid
-            test.metrics = metrics
-            test.finished_at = utcnow()
-            job = store.get_job_for_test(db, claimed.test_id)
-            job.status, job.finished_at = "done", utcnow()
-            episode.finalize_if_done(db, task, test.session)
-        log.info("job %s finished: %s", claimed.job_id, "valid" if valid else "failed")
+def kill_stale_attempts(job_dir: Path, current_attempt: int) -> None:
+    """Kill what earlier attempts of this job left running on this host.
+
+    Each run writes `<host> <pgid> <cwd>` to a `pid` file in its stage directory;
+    every process of that group still working inside that directory is killed.
+    """
+    host = socket.gethostname()
+    for pid_file in job_dir.glob("attempt-*/*/pid"):
+        if pid_file.parent.parent.name == f"attempt-{current_attempt}":
+            continue
+        try:
+            owner, pgid, _cwd = pid_file.read_text().split(maxsplit=2)
+        except (OSError, ValueError):
+            continue
+        if owner == host:
+            for pid in _members(int(pgid), str(pid_file.parent)):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                    log.warning("killed pid %s left running by %s", pid, pid_file.parent)
+
+
+def _members(pgid: int, run_dir: str) -> list[int]:
+    """Processes of group `pgid` whose working directory lies inside `run_dir`.
+
+    Checking the directory as well as the group means a recycled pgid that now
+    belongs to some unrelated program is never touched.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            group = int(stat.rsplit(")", 1)[1].split()[2])
+            cwd = os.readlink(entry / "cwd")
+        except (OSError, ValueError, IndexError):
+            continue
+        if group == pgid and (cwd == run_dir or cwd.startswith(run_dir + "/")):
+            found.append(int(entry.name))
+    return found
 
 
 def _either(*events: threading.Event | None) -> threading.Event:
@@ -184,11 +235,9 @@ def _either(*events: threading.Event | None) -> threading.Event:
     present = [e for e in events if e is not None]
 
     def watch() -> None:
-        while not merged.is_set():
+        while not merged.wait(0.2):
             if any(e.is_set() for e in present):
                 merged.set()
-                return
-            merged.wait(0.2)
 
     threading.Thread(target=watch, daemon=True).start()
     return merged

@@ -132,3 +132,13 @@ def test_preflight_syntax_error_costs_no_test(server: str, new_session, content:
     assert f"line {a}" in reply.json()["text"]
     state = httpx.get(f"{server}/sessions/{session['session_id']}", headers=headers).json()
     assert state["tests_used"] == 0
+
+
+def test_baseline_names_are_reserved_for_the_operator(server: str) -> None:
+    body = {"task": "llm-pretrain-loss", "agent": "baseline:cross_entropy"}
+    reply = httpx.post(f"{server}/sessions", json=body)
+    assert reply.status_code == 403 and "reserved" in reply.json()["text"]
+    reply = httpx.post(f"{server}/sessions", json=body, headers={"Authorization": "Bearer wrong"})
+    assert reply.status_code == 403
+    operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+    assert httpx.post(f"{server}/sessions", json=body, headers=operator).status_code == 201

@@ -20,3 +20,24 @@ def test_parses_only_well_formed_lines() -> None:
         "TRAIN_METRICS: step=20, train_loss=6.5000, val_loss=6.6000",
         "TRAIN_METRICS: step=40, train_loss=5.9000, val_loss=6.1000",
     ]
+
+
+def test_agent_log_drops_the_launcher_report() -> None:
+    from lossgym.sandbox.stages import agent_log
+
+    log = "\n".join(
+        [
+            "iter 10: loss 7.0",
+            "[rank0]: Traceback (most recent call last):",
+            '[rank0]:   File "nanoGPT/custom_pretrain.py", line 217, in compute_loss',
+            "[rank0]: RuntimeError: late failure",
+            "W1124 05:34:34.1 1 torch/distributed/elastic/multiprocessing/api.py:900] Sending SIGTERM",
+            "Traceback (most recent call last):",
+            '  File "run.py", line 1019, in run',
+            "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
+            "nanoGPT/custom_pretrain.py FAILED",
+        ]
+    )
+    cleaned = agent_log(log)
+    assert cleaned.rstrip().endswith("[rank0]: RuntimeError: late failure")
+    assert "ChildFailedError" not in cleaned and "Sending SIGTERM" not in cleaned

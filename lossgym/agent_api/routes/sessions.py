@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from lossgym.agent_api.deps import Service, Token, authorize_session
+from lossgym.agent_api.deps import Operator, Service, Token, authorize_session
 
 router = APIRouter(tags=["sessions"])
 
@@ -22,8 +22,8 @@ class NewSession(BaseModel):
 
 
 @router.post("/sessions", status_code=201)
-def create_session(body: NewSession, service: Service) -> dict[str, Any]:
-    return service.create_session(body.task, body.agent, body.profile, body.seed)
+def create_session(body: NewSession, service: Service, operator: Operator) -> dict[str, Any]:
+    return service.create_session(body.task, body.agent, body.profile, body.seed, operator)
 
 
 @router.get("/sessions/{session_id}")

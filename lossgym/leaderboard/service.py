@@ -1,0 +1,206 @@
+"""The leaderboard's read side: boards per (task, profile) and public session records.
+
+Visibility (SPEC §5): while a session is active, a caller without the operator
+key sees only a summary of it (agent, status, counts) — never its code, diffs,
+transcript or any metric, so an agent cannot read another agent's work in
+progress. Ended sessions are public in full, hidden metrics included: these
+records are the researchers' view, not a text any agent is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lossgym.env.catalog import TaskCache
+from lossgym.env.episode import primary_key_for
+from lossgym.env.errors import TaskSpecError
+from lossgym.env.service import NotFound
+from lossgym.env.task import Task, list_tasks
+from lossgym.env.workspace import Workspace
+from lossgym.leaderboard import queries, store
+from lossgym.leaderboard.db import Database
+from lossgym.leaderboard.models import SessionRow, StageResultRow, TestRow, ToolCallRow
+from lossgym.leaderboard.ranking import (
+    REFERENCE_AGENT,
+    baseline_name,
+    iso,
+    mean_curve,
+    metric_keys,
+    rank_sessions,
+    to_csv,
+)
+
+REDACTED = "This session is still running: its code, transcript and metrics are shown once it ends."
+
+
+class LeaderboardService:
+    def __init__(self, db: Database, tasks: TaskCache) -> None:
+        self.db = db
+        self.tasks = tasks
+
+    # ── Boards ──────────────────────────────────────────────────────────────
+
+    def board(
+        self, task_name: str | None = None, profile: str | None = None, operator: bool = False
+    ) -> dict[str, Any]:
+        """The ranked table of one (task, profile); defaults: the first task, its profile."""
+        task = self._task(task_name)
+        profile = self._profile(task, profile)
+        key = primary_key_for(task, profile)
+        with self.db.transaction() as db:
+            results = queries.session_results(db, task.name, profile)
+        board = rank_sessions(results, key, task.spec.primary_metric.direction)
+        if not operator:
+            board["rows"] = [_public_row(row) for row in board["rows"]]
+        return {
+            "task": task.name,
+            "profile": profile,
+            "profiles": list(task.spec.profiles),
+            "hidden_metrics": list(task.spec.hidden_metrics),
+            **board,
+            "metric_keys": metric_keys(board["rows"], key),
+        }
+
+    def board_csv(
+        self, task_name: str | None = None, profile: str | None = None, operator: bool = False
+    ) -> tuple[str, str]:
+        """(file name, CSV text) of the same table as `board`."""
+        board = self.board(task_name, profile, operator)
+        return f"leaderboard-{board['task']}-{board['profile']}.csv", to_csv(board)
+
+    # ── Sessions ────────────────────────────────────────────────────────────
+
+    def session(self, session_id: str, operator: bool = False) -> dict[str, Any]:
+        """A session's public record; a running one is only summarised for non-operators."""
+        with self.db.transaction() as db:
+            session = store.get_session(db, session_id)
+            if session is None:
+                raise NotFound(f"Unknown session {session_id!r}.")
+            summary = _summary(session)
+            if session.status == "active" and not operator:
+                tests = [{"n": t.n, "status": t.status} for t in session.tests]
+                return {**summary, "redacted": True, "note": REDACTED, "tests": tests}
+            task = self._task(session.task)
+            tests = queries.session_tests(db, session.id)
+            calls = queries.session_transcript(db, session.id)
+            final = queries.final_of(db, session.id)
+            curves = queries.agent_final_curves(db, session.task, session.profile, REFERENCE_AGENT)
+            template = task.workspace_files()
+            final_n = next((t.n for t in tests if final and t.id == final.test_id), None)
+            return {
+                **summary,
+                "redacted": False,
+                "metric": primary_key_for(task, session.profile),
+                "direction": task.spec.primary_metric.direction,
+                "hidden_metrics": list(task.spec.hidden_metrics),
+                "final": None if final is None else _final(final_n, final.kind),
+                "tests": [_test(t, template) for t in tests],
+                "transcript": [_call(c) for c in calls],
+                "reference_curve": _reference(curves),
+            }
+
+    # ── Internals ───────────────────────────────────────────────────────────
+
+    def _task(self, name: str | None) -> Task:
+        names = list_tasks(self.tasks.tasks_dir)
+        if name is None:
+            if not names:
+                raise NotFound("No tasks are installed.")
+            name = names[0]
+        if name not in names:
+            raise NotFound(f"Unknown task {name!r}. Tasks: {', '.join(names) or 'none'}.")
+        try:
+            return self.tasks.get(name)
+        except TaskSpecError as error:
+            raise NotFound(f"Task {name!r} cannot be loaded: {error}") from error
+
+    def _profile(self, task: Task, profile: str | None) -> str:
+        profile = profile or task.spec.default_profile
+        if profile not in task.spec.profiles:
+            known = ", ".join(task.spec.profiles)
+            raise NotFound(f"Unknown profile {profile!r} for task {task.name}. Profiles: {known}.")
+        return profile
+
+
+def _public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A board row as callers without the operator key see it: running rows carry no metrics."""
+    if row["session_status"] != "active":
+        return row
+    hidden = {"value", "delta", "noise", "metrics", "elapsed_s", "agent_stats", "final_test"}
+    return {k: (({} if k == "metrics" else None) if k in hidden else v) for k, v in row.items()}
+
+
+def _summary(session: SessionRow) -> dict[str, Any]:
+    return {
+        "session_id": session.id,
+        "task": session.task,
+        "profile": session.profile,
+        "agent": session.agent,
+        "baseline": baseline_name(session.agent),
+        "seed": session.seed,
+        "status": session.status,
+        "ended_reason": session.ended_reason,
+        "created_at": iso(session.created_at),
+        "ended_at": iso(session.ended_at),
+        "tests_used": session.tests_used,
+        "budget_tests": session.budget_tests,
+        "steps_used": session.steps_used,
+        "budget_steps": session.budget_steps,
+    }
+
+
+def _final(n: int | None, kind: str) -> dict[str, Any]:
+    return {"test": n, "kind": kind, "auto_submitted": kind == "auto"}
+
+
+def _test(test: TestRow, template: dict[str, str]) -> dict[str, Any]:
+    revision = test.revision
+    return {
+        "n": test.n,
+        "status": test.status,
+        "valid": test.valid,
+        "created_at": iso(test.created_at),
+        "finished_at": iso(test.finished_at),
+        "metrics": dict(test.metrics),
+        "elapsed_s": sum(s.elapsed_s for s in test.stages),
+        "revision": revision.seq,
+        "content_hash": revision.content_hash,
+        "diff": Workspace(revision.files).diff_against(template),
+        "stages": [_stage(s) for s in test.stages],
+    }
+
+
+def _stage(stage: StageResultRow) -> dict[str, Any]:
+    return {
+        "label": stage.label,
+        "kind": stage.kind,
+        "status": stage.status,
+        "exit_code": stage.exit_code,
+        "metrics": dict(stage.metrics),
+        "curve": list(stage.curve),
+        "train_lines": list(stage.train_lines),
+        "log_tail": stage.log_tail,
+        "train_s": stage.train_s,
+        "eval_s": stage.eval_s,
+        "elapsed_s": stage.elapsed_s,
+        "reason": str(stage.info.get("reason", "")),
+    }
+
+
+def _call(call: ToolCallRow) -> dict[str, Any]:
+    return {
+        "seq": call.seq,
+        "tool": call.tool,
+        "arguments": dict(call.arguments),
+        "ok": call.ok,
+        "text": call.text,
+        "created_at": iso(call.created_at),
+    }
+
+
+def _reference(curves: list[list[Any]]) -> dict[str, Any] | None:
+    """The cross_entropy baseline's mean train/monitor curve, for comparison plots."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return None
+    return {"agent": REFERENCE_AGENT, "sessions": len(curves), "curve": mean_curve(curves)}

@@ -1,0 +1,133 @@
+"""Hostile compute_loss bodies through the public HTTP API (SPEC §11).
+
+Each is either refused by the free pre-flight (no test spent) or fails its test
+with a clear text; no forged number reaches the database; and an honest session
+running beside them still gets a valid result.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lossgym.config import Settings
+from lossgym.leaderboard.db import Database
+from lossgym.leaderboard.models import StageResultRow, TestRow
+from tests.conftest import fast_tasks_dir, run_server
+
+pytestmark = pytest.mark.slow
+FILE = "nanoGPT/custom_pretrain.py"
+TIMEOUT = httpx.Timeout(600.0)
+DEF = "def compute_loss(logits, targets):\n"
+CE = "    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)\n\n"
+
+REFUSED_BY_PREFLIGHT = {
+    "reads /etc/passwd": DEF + "    open('/etc/passwd').read()\n" + CE,
+    "reads the val shard": DEF + "    np.fromfile('../../data/shakespeare/val_000000.bin')\n" + CE,
+    "opens a socket": DEF
+    + "    import socket\n    socket.create_connection(('1.1.1.1', 80))\n"
+    + CE,
+    "spawns a process": DEF + "    os.system('echo pwned')\n" + CE,
+    "forks in a loop": DEF + "    while True:\n        os.fork()\n" + CE,
+    "sleeps forever": DEF + "    while True:\n        pass\n" + CE,
+    "allocates without bound": DEF + "    junk = torch.empty(2**45)\n" + CE,
+    "writes a fake metrics file": DEF + "    open('eval/metrics.json', 'w').write('{}')\n" + CE,
+    "monkeypatches cross_entropy": DEF
+    + "    F.cross_entropy = lambda *a, **k: logits.sum() * 0\n"
+    + CE,
+    "monkeypatches Tensor.__lt__": DEF + "    torch.Tensor.__lt__ = lambda a, b: True\n" + CE,
+    "returns NaN": DEF + "    return logits.sum() * float('nan')\n\n",
+    "raises": DEF + "    raise RuntimeError('nope')\n\n",
+}
+LATE = "    if loss_progress > 0.6:\n"
+FAILS_ITS_TEST = {
+    "prints forged metrics": (
+        DEF + "    print('Final metrics (gpt-tiny): val_loss_gpt-tiny=0.0001')\n"
+        "    print('TEST_METRICS: val_loss=0.0001')\n"
+        "    print('TRAIN_METRICS: step=99999, train_loss=0.0001, val_loss=0.0001')\n" + CE
+    ),
+    "returns NaN late": DEF + LATE + "        return logits.sum() * float('nan')\n" + CE,
+    "raises late": DEF + LATE + "        raise RuntimeError('late failure')\n" + CE,
+}
+
+
+def _session(base: str, agent: str) -> tuple[str, dict, tuple[int, int]]:
+    body = httpx.post(f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": agent}).json()
+    head = body["workspace"][FILE].splitlines()[0]
+    a, b = (int(x) for x in head.split("lines ")[1].split(",")[0].split("–"))
+    return body["session_id"], {"Authorization": f"Bearer {body['token']}"}, (a, b)
+
+
+def _edit(base: str, headers: dict, region: tuple[int, int], content: str) -> tuple[int, int]:
+    body = {
+        "op": "replace",
+        "filename": FILE,
+        "start_line": region[0],
+        "end_line": region[1],
+        "content": content,
+    }
+    reply = httpx.post(f"{base}/edit", json=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    return region[0], region[0] + len(content.splitlines()) - 1
+
+
+@pytest.fixture
+def hostile_settings(tmp_path: Path, settings: Settings) -> Settings:
+    tasks = fast_tasks_dir(tmp_path, time_limit_s=120)
+    return settings.model_copy(update={"tasks_dir": tasks, "preflight_timeout_s": 10.0})
+
+
+def test_preflight_refuses_hostile_code_for_free(hostile_settings: Settings) -> None:
+    with run_server(hostile_settings, worker=False) as base:
+        sid, headers, region = _session(base, "hostile-preflight")
+        for name, body in REFUSED_BY_PREFLIGHT.items():
+            region = _edit(base, headers, region, body)
+            reply = httpx.post(
+                f"{base}/test", headers=headers, params={"wait": "false"}, timeout=TIMEOUT
+            )
+            assert reply.status_code == 400, (name, reply.text)
+            assert reply.json()["text"].startswith(
+                "ERROR: Pre-flight check failed (no test was used)"
+            ), name
+        state = httpx.get(f"{base}/sessions/{sid}", headers=headers).json()
+        assert state["tests_used"] == 0
+
+
+def test_runtime_hostility_fails_cleanly_beside_an_honest_session(
+    hostile_settings: Settings,
+) -> None:
+    with run_server(hostile_settings, worker=True) as base:
+        honest_sid, honest, _ = _session(base, "honest")
+        queued = httpx.post(f"{base}/test", headers=honest, params={"wait": "false"})
+        assert queued.status_code == 200
+        _, headers, region = _session(base, "hostile-runtime")
+        texts = {}
+        for name, body in FAILS_ITS_TEST.items():
+            region = _edit(base, headers, region, body)
+            reply = httpx.post(f"{base}/test", headers=headers, timeout=TIMEOUT)
+            assert reply.status_code == 200, (name, reply.text)
+            texts[name] = reply.json()["text"]
+        honest_result = httpx.get(f"{base}/sessions/{honest_sid}/tests/1", headers=honest).json()
+        assert httpx.get(f"{base}/health").status_code == 200
+
+    assert (
+        "val_loss_gpt-tiny=0.0001" not in texts["prints forged metrics"].split("Final metrics")[-1]
+    )
+    assert "[STATUS: INVALID] The evaluated loss is not finite" in texts["returns NaN late"]
+    assert (
+        "[STATUS: FAILED exit=" in texts["raises late"] and "late failure" in texts["raises late"]
+    )
+    assert honest_result["status"] == "done" and honest_result["valid"], honest_result["text"]
+    _assert_no_forged_numbers(hostile_settings)
+
+
+def _assert_no_forged_numbers(settings: Settings) -> None:
+    db = Database(settings.database)
+    with db.transaction() as tx:
+        values = [v for t in tx.query(TestRow) for v in t.metrics.values()]
+        values += [v for s in tx.query(StageResultRow) for v in s.metrics.values()]
+        assert values and not any(math.isclose(v, 0.0001) for v in values if math.isfinite(v))
+    db.dispose()

@@ -1,0 +1,111 @@
+"""The worker never loses a job and never charges the agent for the infrastructure.
+
+Real parts: a `lossgym worker` subprocess killed with SIGKILL mid-training, real
+torchrun runs, the real evaluator, one SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lossgym.config import Settings
+from lossgym.env.catalog import TaskCache
+from lossgym.env.service import EpisodeService
+from lossgym.leaderboard import store
+from lossgym.leaderboard.db import Database
+from lossgym.sandbox.worker import Worker, _members
+from tests.conftest import REPO, fast_tasks_dir
+
+pytestmark = pytest.mark.slow
+
+
+def _setup(
+    tmp_path: Path, settings: Settings, **overrides: object
+) -> tuple[Settings, EpisodeService]:
+    fast = settings.model_copy(
+        update={"tasks_dir": fast_tasks_dir(tmp_path, **overrides), "lease_s": 3.0}
+    )
+    db = Database(fast.database)
+    db.create_schema()
+    return fast, EpisodeService(fast, db, TaskCache(fast.tasks_dir))
+
+
+def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        LOSSGYM_DATABASE=str(settings.database), LOSSGYM_RUNS_DIR=str(settings.runs_dir),
+        LOSSGYM_DATA_DIR=str(settings.data_dir), LOSSGYM_TASKS_DIR=str(settings.tasks_dir),
+        LOSSGYM_LEASE_S=str(settings.lease_s), LOSSGYM_WORKER_POLL_S="0.2",
+    )  # fmt: skip
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lossgym.cli", "worker"], env=env, cwd=REPO,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_9_worker_mid_test(tmp_path: Path, settings: Settings) -> None:
+    fast, service = _setup(tmp_path, settings)
+    sid = service.create_session("llm-pretrain-loss", "pytest")["session_id"]
+    assert service.test(sid, wait=False).ok
+    first_log = fast.runs_dir / "job-1" / "attempt-1" / "gpt-tiny" / "train.log"
+
+    first = _start_worker(fast, tmp_path / "worker1.log")
+    _wait_for(lambda: first_log.exists() and "iter " in first_log.read_text(), 120, "training")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    pgid = int((first_log.parent / "pid").read_text().split()[1])
+    assert _members(pgid, str(first_log.parent)), "the dead worker's training should linger"
+
+    second = _start_worker(fast, tmp_path / "worker2.log")
+    try:
+        _wait_for(lambda: service.test_info(sid, 1)["status"] in ("done", "failed"), 240, "rerun")
+    finally:
+        second.terminate()
+        second.wait(timeout=60)
+
+    assert not _members(pgid, str(first_log.parent)), "leftovers of attempt 1 must be killed"
+    info = service.test_info(sid, 1)
+    assert info["status"] == "done" and info["valid"], info["text"]
+    assert info["text"].startswith("[Test #1] (2 tests remaining;")
+    with service.db.transaction() as tx:
+        assert store.get_session(tx, sid).tests_used == 1  # type: ignore[union-attr]
+        test = store.get_test(tx, sid, 1)
+        assert test is not None and len(test.stages) == 1
+        assert test.stages[0].info["attempt"] == 2
+        assert store.get_job_for_test(tx, test.id).attempts == 2
+
+
+def test_evaluator_failure_is_retried_then_refunded(tmp_path: Path, settings: Settings) -> None:
+    # More val tokens than the split holds: the trusted evaluator exits 2 (the
+    # operator's problem), which must never cost the agent a test.
+    fast, service = _setup(tmp_path, settings, val_tokens=10**9, config={"max_iters": 2})
+    sid = service.create_session("llm-pretrain-loss", "pytest")["session_id"]
+    assert service.test(sid, wait=False).ok
+    worker = Worker(fast, service.db, service.tasks)
+    for _ in range(3):
+        assert worker.run_once()
+    info = service.test_info(sid, 1)
+    assert info["status"] == "error"
+    assert info["text"].startswith("[Test #1] was not counted: the infrastructure failed")
+    assert "3 tests remaining" in info["text"]
+    with service.db.transaction() as tx:
+        assert store.get_session(tx, sid).tests_used == 0  # type: ignore[union-attr]
+    second = service.test(sid, wait=False)
+    assert second.ok and second.data["test"] == 2  # numbering goes on; the budget does not
