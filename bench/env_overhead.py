@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -43,20 +44,26 @@ def _session(base: str, agent: str) -> tuple[dict, tuple[int, int]]:
 
 
 def _edit_latencies(base: str, edits: int, agent: str) -> list[float]:
-    headers, (a, b) = _session(base, agent)
+    """Alternate replace and undo; a new session every 48 calls (the step limit is 50)."""
     content = "def compute_loss(logits, targets):\n    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)\n\n"  # noqa: E501
-    body = {"op": "replace", "filename": FILE, "start_line": a, "end_line": b, "content": content}
-    times = []
-    with httpx.Client(headers=headers) as client:
-        for i in range(edits):
-            start = time.perf_counter()
-            if i % 2 == 0:
-                reply = client.post(f"{base}/edit", json=body)
-            else:
-                reply = client.post(f"{base}/undo", json={"n": 1})
-            times.append(time.perf_counter() - start)
-            if reply.status_code != 200:
-                raise RuntimeError(reply.text)
+    times: list[float] = []
+    while len(times) < edits:
+        headers, (a, b) = _session(base, agent)
+        body = {
+            "op": "replace",
+            "filename": FILE,
+            "start_line": a,
+            "end_line": b,
+            "content": content,
+        }
+        with httpx.Client(headers=headers) as client:
+            for i in range(min(48, edits - len(times))):
+                path, payload = ("/edit", body) if i % 2 == 0 else ("/undo", {"n": 1})
+                start = time.perf_counter()
+                reply = client.post(f"{base}{path}", json=payload)
+                times.append(time.perf_counter() - start)
+                if reply.status_code != 200:
+                    raise RuntimeError(reply.text)
     return times
 
 
@@ -105,10 +112,11 @@ def bench_test(base: str, settings: Settings) -> None:
 
 
 def _training_loop_seconds(log_path: Path) -> float | None:
+    """The training loop's own time, from the template's `done: N iters in Xs ...` line."""
     for line in reversed(log_path.read_text().splitlines()):
-        if line.startswith("TRAIN_SUMMARY:"):
-            fields = dict(part.split("=") for part in line.split(":", 1)[1].strip().split(", "))
-            return float(fields["train_seconds"])
+        match = re.match(r"done: \d+ iters in ([0-9.]+)s", line)
+        if match:
+            return float(match.group(1))
     return None
 
 

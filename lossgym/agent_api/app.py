@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from lossgym.agent_api import errors
-from lossgym.agent_api.routes import leaderboard, sessions, tools
+from lossgym.agent_api.routes import leaderboard, pages, sessions, tools
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
 from lossgym.env.service import EpisodeService
@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(tools.router)
     app.include_router(leaderboard.router)
+    app.include_router(pages.router)
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:

@@ -8,6 +8,7 @@ Together with WAL, readers are never blocked by that writer for long.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,9 @@ class Database:
         self.path = path
         self.engine = make_engine(path)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Threads of one process queue here, in order, instead of in SQLite's busy
+        # handler, which sleeps with growing back-off while the lock is held.
+        self._writer = threading.RLock()
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -57,7 +61,7 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A unit of work: commits on success, rolls back on any exception."""
-        with self._sessions() as db, db.begin():
+        with self._writer, self._sessions() as db, db.begin():
             yield db
 
     def dispose(self) -> None:

@@ -1,0 +1,45 @@
+"""The leaderboard's HTML pages: `/` (every board) and `/board/{session_id}` (one session).
+
+Thin: the data and its visibility rule come from `LeaderboardService`; the
+HTML from `lossgym.leaderboard.web.render`. The operator key
+(`Authorization: Bearer <key>`) shows running sessions in full, as in the JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+
+from lossgym.agent_api.deps import Leaderboard
+from lossgym.agent_api.routes.leaderboard import Operator
+from lossgym.env.service import NotFound
+from lossgym.leaderboard.web import render, view
+
+router = APIRouter(tags=["pages"], default_response_class=HTMLResponse)
+
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+@router.get("/", response_class=HTMLResponse)
+def board_page(
+    board: Leaderboard,
+    operator: Operator,
+    sort: Text = None,
+    dir: Text = None,  # noqa: A002 - the query parameter's public name
+    agent: Text = None,
+) -> HTMLResponse:
+    """Every (task, profile) board; `?sort=<column>&dir=asc|desc` and `?agent=<substring>`."""
+    query = view.parse_query(sort, dir, agent)
+    return HTMLResponse(render.index_page(board, query, operator))
+
+
+@router.get("/board/{session_id}", response_class=HTMLResponse)
+def session_page(session_id: str, board: Leaderboard, operator: Operator) -> HTMLResponse:
+    """One session: summary, per-test metrics and loss plots, diffs, the whole transcript."""
+    try:
+        record = board.session(session_id, operator=operator)
+    except NotFound as error:
+        return HTMLResponse(render.not_found_page(str(error)), status_code=404)
+    return HTMLResponse(render.session_page(record))

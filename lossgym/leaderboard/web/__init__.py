@@ -1,0 +1,1 @@
+"""The leaderboard's HTML pages: `/` (the boards) and `/board/{session_id}` (one session)."""

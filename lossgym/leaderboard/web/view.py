@@ -1,0 +1,146 @@
+"""What the pages show, as plain data: sorting and filtering board rows, formatting numbers.
+
+Sorting is server-side (`?sort=<column>&dir=asc|desc`) so the table works
+without JavaScript. A column is one of `FIXED_COLUMNS` or a metric key; rows
+without a value in that column always come last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+FIXED_COLUMNS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "rank": lambda row: row["rank"],
+    "agent": lambda row: row["agent"].lower(),
+    "value": lambda row: row["value"],
+    "delta": lambda row: row["delta"],
+    "noise": lambda row: row["noise"],
+    "tests": lambda row: row["tests_used"],
+    "date": lambda row: row["date"],
+    "elapsed": lambda row: row["elapsed_s"],
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    """The page's query string: sort column, direction and agent filter."""
+
+    sort: str | None = None
+    direction: str = "asc"
+    agent: str = ""
+
+    def href(self, **changes: str | None) -> str:
+        """The URL of `/` with this query, some parameters changed (None drops one)."""
+        params = {"sort": self.sort, "dir": self.direction, "agent": self.agent or None}
+        params.update(changes)
+        kept = {k: v for k, v in params.items() if v}
+        if not kept.get("sort"):
+            kept.pop("dir", None)
+        return "/" + (("?" + urlencode(kept)) if kept else "")
+
+    def header_href(self, column: str) -> str:
+        """The link of a column header: sort by it ascending, or flip when already sorted by it."""
+        flip = self.sort == column and self.direction == "asc"
+        return self.href(sort=column, dir="desc" if flip else "asc")
+
+    def arrow(self, column: str) -> str:
+        if self.sort != column:
+            return ""
+        return " \u25b2" if self.direction == "asc" else " \u25bc"
+
+
+def parse_query(sort: str | None, direction: str | None, agent: str | None) -> Query:
+    return Query(
+        sort=(sort or "").strip() or None,
+        direction="desc" if (direction or "").lower() == "desc" else "asc",
+        agent=(agent or "").strip(),
+    )
+
+
+def _getter(column: str) -> Callable[[dict[str, Any]], Any]:
+    if column in FIXED_COLUMNS:
+        return FIXED_COLUMNS[column]
+    return lambda row: row["metrics"].get(column)
+
+
+def _sortable(value: Any) -> bool:
+    if value is None:
+        return False
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
+def sort_rows(rows: Sequence[dict[str, Any]], query: Query) -> list[dict[str, Any]]:
+    """Rows sorted by the query's column (stable; missing values last); as given without one."""
+    if query.sort is None:
+        return list(rows)
+    get = _getter(query.sort)
+    present = [r for r in rows if _sortable(get(r))]
+    missing = [r for r in rows if not _sortable(get(r))]
+    try:
+        present.sort(key=lambda r: get(r), reverse=query.direction == "desc")
+    except TypeError:  # a metric holding mixed types: compare as text
+        present.sort(key=lambda r: str(get(r)), reverse=query.direction == "desc")
+    return present + missing
+
+
+def filter_rows(rows: Sequence[dict[str, Any]], agent: str) -> list[dict[str, Any]]:
+    """Rows whose agent name contains `agent` (case-insensitive); all rows for ''."""
+    needle = agent.lower()
+    return [r for r in rows if needle in r["agent"].lower()]
+
+
+def num(value: Any, digits: int = 4) -> str:
+    """A metric as text: floats with `digits` decimals, '—' for nothing."""
+    if value is None:
+        return "\u2014"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return str(value)
+
+
+def signed(value: float | None, digits: int = 4) -> str:
+    """A delta with its sign: '+0.0123', '-0.0040'."""
+    return "\u2014" if value is None else f"{value:+.{digits}f}"
+
+
+def pm(stat: dict[str, Any] | None) -> str:
+    """'mean ± std (n=5)' of a stat dict, or the mean alone when std is unknown."""
+    if not stat or stat.get("mean") is None:
+        return "\u2014"
+    text = num(stat["mean"])
+    if stat.get("std") is not None:
+        text += f" \u00b1 {num(stat['std'])}"
+    return f"{text} (n={stat['n']})"
+
+
+def when(moment: str | None) -> str:
+    """An ISO time ('2025-01-02T03:04:05Z') shortened to '2025-01-02 03:04'."""
+    return "" if not moment else moment.replace("T", " ")[:16]
+
+
+def noise_class(noise: str | None) -> str:
+    """CSS class of a noise flag."""
+    return {"outside noise": "outside", "within noise": "within"}.get(noise or "", "unknown")
+
+
+def diff_class(line: str) -> str:
+    """CSS class of a unified-diff line."""
+    if line.startswith(("+++", "---")):
+        return "meta"
+    if line.startswith("@@"):
+        return "hunk"
+    if line.startswith("+"):
+        return "add"
+    if line.startswith("-"):
+        return "del"
+    return "ctx"
