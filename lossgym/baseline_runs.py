@@ -13,7 +13,9 @@ interrupted run (its token is kept in a small state file) is picked up again.
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -328,3 +330,31 @@ def summary(outcomes: list[Outcome], metric: str) -> str:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     lines.append(", ".join(f"{count} {status}" for status, count in counts.items()))
     return "\n".join(lines)
+
+
+def start_in_background(
+    base_url: str, tasks_dir: Path, operator_key: str, seeds: int, state: Path
+) -> threading.Thread:
+    """Run every baseline of the default task over `seeds` seeds once the service answers.
+
+    `lossgym serve --demo` uses this so a new user sees a populated leaderboard;
+    it goes through the public API like any agent, and skips finished runs.
+    """
+    log = logging.getLogger("lossgym.baselines")
+
+    def work() -> None:
+        api = Api(base_url, operator_key=operator_key)
+        for _ in range(120):
+            try:
+                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        task, profile, names, seed_list = choose(tasks_dir, None, None, None, seeds)
+        runner = BaselineRunner(api, task, profile, StateFile(state), log.info)
+        outcomes = runner.run(names, seed_list)
+        log.info("demo baselines done:\n%s", summary(outcomes, runner.metric))
+
+    thread = threading.Thread(target=work, name="demo-baselines", daemon=True)
+    thread.start()
+    return thread

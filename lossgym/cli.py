@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import threading
 from pathlib import Path
@@ -35,6 +36,11 @@ or run the whole README walk-through (session, edit, test, edit, test, submit):
 
   scripts/walkthrough.sh {base}
 
+The baselines (cross_entropy, label_smoothing, softcap_ce, z_loss; one seed each
+unless --demo-baselines says otherwise) now run in the background through the same
+API, one real test each, so the leaderboard at {base}/ fills in over the next few
+minutes; tests you start queue behind them ({key_note}).
+
 Stop the service with Ctrl-C; the database and runs stay in var/ and runs/.
 """
 
@@ -56,6 +62,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
     worker: Annotated[bool, typer.Option(help="Run a worker inside the server.")] = True,
     demo: Annotated[bool, typer.Option(help="Print how to drive the service with curl.")] = False,
+    demo_baselines: Annotated[
+        int, typer.Option(help="With --demo: run each baseline for this many seeds (0: none).")
+    ] = 1,
 ) -> None:
     """Start the HTTP API (and, by default, a worker that runs tests)."""
     import uvicorn
@@ -64,10 +73,22 @@ def serve(
 
     _logging()
     settings = _settings(host=host, port=port, worker_in_api=worker)
-    typer.echo(f"LossGym on http://{settings.host}:{settings.port}  (API docs: /docs)")
+    base = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"LossGym on {base}  (API docs: /docs, leaderboard: /)")
     typer.echo(f"database {settings.database}, data {settings.data_dir}, runs {settings.runs_dir}")
     if demo:
-        typer.echo(DEMO_BANNER.format(base=f"http://{settings.host}:{settings.port}"))
+        key_note = "the operator key is LOSSGYM_OPERATOR_KEY"
+        if not settings.operator_key:  # baseline runs need one; a local demo gets a fresh one
+            settings = settings.model_copy(update={"operator_key": secrets.token_urlsafe(16)})
+            key_note = f"operator key for this run: {settings.operator_key}"
+        typer.echo(DEMO_BANNER.format(base=base, key_note=key_note))
+        if demo_baselines > 0:
+            from lossgym.baseline_runs import start_in_background
+
+            state = settings.database.parent / "baselines-state.json"
+            start_in_background(
+                base, settings.tasks_dir, settings.operator_key, demo_baselines, state
+            )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
