@@ -351,7 +351,7 @@ def start_in_background(
             except httpx.HTTPError:
                 time.sleep(0.5)
         task, profile, names, seed_list = choose(tasks_dir, None, None, None, seeds)
-        runner = BaselineRunner(api, task, profile, StateFile(state), log.info)
+        runner = BaselineRunner(api, task, profile, StateFile(state), log.info, poll_s=10.0)
         outcomes = runner.run(names, seed_list)
         log.info("demo baselines done:\n%s", summary(outcomes, runner.metric))
 
