@@ -18,6 +18,8 @@ data_app = typer.Typer(help="Prepare tokenizer and datasets.", no_args_is_help=T
 tasks_app = typer.Typer(help="Inspect and validate task specs.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(tasks_app, name="tasks")
+export_app = typer.Typer(help="Export checkpoints to other formats.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
 DataDir = Annotated[
     Path | None,
@@ -128,6 +130,25 @@ def data_prepare(
     settings = _settings(data_dir=data_dir)
     path = prepare_dataset(name, settings.data_dir, progress=lambda msg: typer.echo(msg, err=True))
     typer.echo(str(path))
+
+
+@export_app.command("hf")
+def export_hf(
+    source: Annotated[Path, typer.Argument(help="A run's stage directory or a checkpoint.")],
+    out: Annotated[Path, typer.Option(help="Directory to write (config.json, weights).")],
+    model_config: Annotated[
+        Path | None, typer.Option(help="model.json [default: the run's eval/model.json].")
+    ] = None,
+) -> None:
+    """Write a Hugging Face GPT-2 directory (loads with transformers' GPT2LMHeadModel)."""
+    from lossgym.trainer.export import ExportError, export_run
+    from lossgym.trainer.model import CheckpointError
+
+    try:
+        typer.echo(str(export_run(source, out, model_config)))
+    except (ExportError, CheckpointError) as error:
+        typer.echo(f"export failed: {error}", err=True)
+        raise typer.Exit(1) from None
 
 
 @tasks_app.command("list")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossgym.sandbox.run_record import build_record, complete_record, write_record
 from lossgym.sandbox.runner import Runner, RunResult, RunSpec, base_env
 
 TRAIN_LINE = re.compile(
@@ -68,6 +69,7 @@ def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> S
     except OSError as error:  # no disk, no torchrun: nothing the agent did
         return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
     outcome = _read_training(layout["log"], result)
+    outcome.info["run"] = complete_record(job.run_dir, layout["log"])
     if outcome.status != "ok":
         return outcome
     checkpoint = layout["out"] / "model.safetensors"
@@ -104,6 +106,7 @@ def _prepare_run_dir(job: StageJob) -> dict[str, Path]:
     config = dict(job.train_config)
     config.update(seed=job.seed, data_dir=str(layout["train_data"]), out_dir=str(layout["out"]))
     (job.run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    write_record(job.run_dir, build_record(job, config))
     (layout["eval"] / "model.json").write_text(json.dumps(job.model_config, indent=2))
     return layout
 
