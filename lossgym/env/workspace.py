@@ -13,14 +13,21 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from dataclasses import replace as dc_replace
 from types import MappingProxyType
 from typing import Any
 
 from lossgym.env.errors import AgentError
+from lossgym.env.regions import (  # noqa: F401 - re-exported for importers of workspace
+    DASH,
+    Change,
+    Region,
+    check_regions,
+    format_spans,
+    join_lines,
+    split_file,
+)
 
-DASH = "\u2013"  # en dash, as in "188–191"
 CONTEXT_LINES = 3
 DEFAULT_MAX_CONTENT_BYTES = 64 * 1024
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
@@ -32,67 +39,6 @@ _FILENAME_RE = re.compile(r"[A-Za-z0-9_.\-/]+")
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Region:
-    """An editable line range of one file, 1-based and inclusive."""
-
-    name: str
-    start: int
-    end: int
-
-    def __contains__(self, line: object) -> bool:
-        return isinstance(line, int) and self.start <= line <= self.end
-
-    @property
-    def span(self) -> str:
-        return f"{self.start}{DASH}{self.end}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Region:
-        return cls(str(data["name"]), int(data["start"]), int(data["end"]))
-
-
-@dataclass(frozen=True)
-class _Change:
-    """What one edit replaced: the file's text and regions before it (text None: new file)."""
-
-    path: str
-    text: str | None
-    regions: tuple[Region, ...]
-    summary: str
-
-    def to_dict(self) -> dict[str, Any]:
-        regions = [r.to_dict() for r in self.regions]
-        return {"path": self.path, "text": self.text, "regions": regions, "summary": self.summary}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> _Change:
-        regions = tuple(Region.from_dict(r) for r in data["regions"])
-        return cls(str(data["path"]), data["text"], regions, str(data["summary"]))
-
-
-def split_file(text: str) -> list[str]:
-    """A file's lines: split on newlines; a final newline does not start a new line."""
-    if not text:
-        return []
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def join_lines(lines: Sequence[str]) -> str:
-    return "".join(line + "\n" for line in lines)
-
-
-def format_spans(regions: Sequence[Region]) -> str:
-    """`188–191, 247–249`, or `none` for a read-only file."""
-    return ", ".join(r.span for r in regions) or "none"
-
-
 def _quote(value: str) -> str:
     """Echo agent input safely (escaped, shortened) inside an error message."""
     text = json.dumps(value, ensure_ascii=False)
@@ -102,16 +48,6 @@ def _quote(value: str) -> str:
 def _lines_are(start: int, end: int) -> str:
     """`Line 5 is` / `Lines 5..9 are`."""
     return f"Line {start} is" if start == end else f"Lines {start}..{end} are"
-
-
-def _check_regions(path: str, regions: Sequence[Region], n_lines: int) -> list[Region]:
-    ordered = sorted(regions, key=lambda r: r.start)
-    for i, r in enumerate(ordered):
-        if not 1 <= r.start <= r.end <= n_lines:
-            raise ValueError(f"{path}: region {r.name} {r.span} is not inside 1..{n_lines}")
-        if i and ordered[i - 1].end >= r.start:
-            raise ValueError(f"{path}: regions {ordered[i - 1].name} and {r.name} overlap")
-    return ordered
 
 
 class Workspace:
@@ -133,10 +69,10 @@ class Workspace:
             raise ValueError(f"regions given for files not in the workspace: {sorted(unknown)}")
         self._files: dict[str, str] = dict(files)
         self._regions: dict[str, list[Region]] = {
-            path: _check_regions(path, regions.get(path, ()), len(split_file(text)))
+            path: check_regions(path, regions.get(path, ()), len(split_file(text)))
             for path, text in self._files.items()
         }
-        self._history: list[_Change] = []
+        self._history: list[Change] = []
         self.max_content_bytes = max_content_bytes
         self.max_file_bytes = max_file_bytes
         self.max_files = max_files
@@ -201,7 +137,7 @@ class Workspace:
             raise ValueError(f"unsupported workspace state version: {state.get('version')!r}")
         regions = {p: [Region.from_dict(r) for r in rs] for p, rs in state["regions"].items()}
         ws = cls(state["files"], regions, **state.get("limits", {}))
-        ws._history = [_Change.from_dict(c) for c in state["history"]]
+        ws._history = [Change.from_dict(c) for c in state["history"]]
         return ws
 
     # ── validation helpers ───────────────────────────────────────────────────
@@ -314,7 +250,7 @@ class Workspace:
     # ── edits ────────────────────────────────────────────────────────────────
 
     def _commit(self, path: str, lines: list[str], regions: list[Region], summary: str) -> None:
-        before = _Change(path, self._files.get(path), tuple(self._regions.get(path, ())), summary)
+        before = Change(path, self._files.get(path), tuple(self._regions.get(path, ())), summary)
         self._files[path] = join_lines(lines)
         self._regions[path] = regions
         self._history.append(before)
