@@ -13,10 +13,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from lossgym.leaderboard.models import Base
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built in code: no alembic.ini to keep in sync."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
 
 
 def make_engine(path: Path) -> Engine:
@@ -56,7 +66,10 @@ class Database:
         self._writer = threading.RLock()
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Bring the database to the newest schema by running the pending migrations."""
+        with self._writer, self.engine.connect() as connection:
+            command.upgrade(alembic_config(connection), "head")
+            connection.commit()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
