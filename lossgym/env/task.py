@@ -130,6 +130,10 @@ class ModelSpec(_Strict):
         return self
 
 
+EvalSetName = Literal["wikitext2", "lambada", "arc_easy", "hellaswag", "piqa", "winogrande"]
+_TRAIN_ONLY = ("dataset", "model", "val_tokens")
+
+
 class StageSpec(_Strict):
     label: Annotated[str, Field(pattern=_NAME)]
     kind: Literal["train", "lm-eval"]
@@ -140,13 +144,19 @@ class StageSpec(_Strict):
     config: dict[Annotated[str, Field(pattern=_IDENT)], Scalar] = {}
     model: ModelSpec | None = None
     val_tokens: Annotated[int, Field(gt=0)] | None = None
+    # lm-eval stages only: which sets to score (default: all present) and how many of each.
+    evals: Annotated[list[EvalSetName], Field(min_length=1)] | None = None
+    limit: Annotated[int, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _train_needs(self) -> StageSpec:
         if self.kind == "train":
-            missing = [k for k in ("dataset", "model", "val_tokens") if getattr(self, k) is None]
+            missing = [k for k in _TRAIN_ONLY if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"a train stage needs {', '.join(missing)}")
+            extra = [k for k in ("evals", "limit") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)}: only an lm-eval stage takes this")
         if self.model is not None:
             repeated = sorted(set(self.config) & set(ModelSpec.model_fields))
             if repeated:
@@ -175,6 +185,12 @@ class ProfileSpec(_Strict):
         if self.stages[0].kind != "train":
             raise ValueError("the first stage must be a train stage")
         for s in self.stages:
+            extra = [k for k in (*_TRAIN_ONLY, "config") if s.kind == "lm-eval" and getattr(s, k)]
+            if extra:
+                raise ValueError(
+                    f"stage {s.label}: {', '.join(extra)}: an lm-eval stage takes none (it "
+                    "evaluates the preceding train stage's checkpoint with that stage's model)"
+                )
             if self.devices == "cpu" and s.gpus:
                 raise ValueError(f"stage {s.label}: a cpu profile cannot use gpus")
             if self.devices == "cuda" and s.gpus < 1:

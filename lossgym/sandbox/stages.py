@@ -86,6 +86,50 @@ def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> S
     return _read_evaluation(outcome, layout, evaluation)
 
 
+@dataclass
+class LmEvalJob:
+    """An lm-eval stage: trusted downstream evaluation of a train stage's checkpoint."""
+
+    run_dir: Path
+    checkpoint: Path
+    evals_dir: Path  # <data_dir>/evals; its parent holds tokenizer/
+    label: str
+    model_config: dict[str, Any]  # the train stage's model, from the task spec
+    time_limit_s: float
+    evals: list[str] | None = None  # None: every set present
+    limit: int | None = None
+
+
+def run_lm_eval_stage(job: LmEvalJob, runner: Runner, cancel: threading.Event) -> StageOutcome:
+    """Run ``lossgym.trainer.lm_eval``; its exit 1 is the agent's, 2 and 3 the host's."""
+    layout = {"eval": job.run_dir / "eval"}
+    try:
+        layout["eval"].mkdir(parents=True, exist_ok=True)
+        (layout["eval"] / "model.json").write_text(json.dumps(job.model_config, indent=2))
+        evaluation = runner.run(_lm_eval_spec(job, layout["eval"]), cancel)
+    except OSError as error:
+        return StageOutcome(status="error", infra=True, reason=f"could not start lm-eval: {error}")
+    outcome = StageOutcome(status="ok", exit_code=evaluation.exit_code, eval_s=evaluation.seconds)
+    return _read_evaluation(outcome, layout, evaluation)
+
+
+def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
+    argv = [
+        sys.executable, "-m", "lossgym.trainer.lm_eval",
+        "--checkpoint", str(job.checkpoint),
+        "--model-config", str(eval_dir / "model.json"),
+        "--evals-dir", str(job.evals_dir),
+        "--label", job.label,
+        "--out", str(eval_dir / "metrics.json"),
+    ]  # fmt: skip
+    if job.evals:
+        argv += ["--sets", ",".join(job.evals)]
+    if job.limit:
+        argv += ["--limit", str(job.limit)]
+    env = base_env({"HOME": str(eval_dir)})
+    return RunSpec(argv, eval_dir, job.run_dir / "eval.log", job.time_limit_s, env)
+
+
 def _prepare_run_dir(job: StageJob) -> dict[str, Path]:
     layout = {
         name: job.run_dir / name for name in ("workspace", "train_data", "out", "eval", "log")
@@ -185,7 +229,7 @@ def _read_evaluation(
     outcome.metrics = {k: float(v) for k, v in report["metrics"].items()}
     outcome.info["eval"] = {k: v for k, v in report.items() if k != "metrics"}
     if not all(math.isfinite(v) for v in outcome.metrics.values()):
-        outcome.status, outcome.reason = "invalid", "The evaluated loss is not finite"
+        outcome.status, outcome.reason = "invalid", "An evaluated metric is not finite"
     return outcome
 
 

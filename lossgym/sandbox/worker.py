@@ -25,7 +25,13 @@ from lossgym.leaderboard.db import Database
 from lossgym.sandbox import results
 from lossgym.sandbox.results import ClaimedJob
 from lossgym.sandbox.runner import LocalRunner, Runner
-from lossgym.sandbox.stages import StageJob, StageOutcome, run_train_stage
+from lossgym.sandbox.stages import (
+    LmEvalJob,
+    StageJob,
+    StageOutcome,
+    run_lm_eval_stage,
+    run_train_stage,
+)
 
 log = logging.getLogger("lossgym.worker")
 MAX_ATTEMPTS = 3  # infrastructure failures retried before a test is refunded
@@ -130,9 +136,9 @@ class Worker:
         stages = task.spec.profiles[claimed.profile].stages
         outcomes: list[StageOutcome] = []
         for position, stage in enumerate(stages):
-            if stage.kind != "train":
-                why = f"stage kind {stage.kind!r} is not supported by this worker yet"
-                outcome = StageOutcome(status="error", infra=True, reason=why)
+            if stage.kind == "lm-eval":
+                job = self._lm_eval_job(claimed, task, position)
+                outcome = run_lm_eval_stage(job, self.runner, cancel)
             else:
                 outcome = run_train_stage(
                     self._stage_job(claimed, task, position), self.runner, cancel
@@ -184,6 +190,26 @@ class Worker:
             model_config=stage.model.model_dump(),
             val_tokens=stage.val_tokens,
             seed=claimed.seed,
+        )
+
+    def _lm_eval_job(self, claimed: ClaimedJob, task: Task, position: int) -> LmEvalJob:
+        """Evaluate the checkpoint of the train stage that precedes this stage."""
+        stages = task.spec.profiles[claimed.profile].stages
+        stage = stages[position]
+        train = next(s for s in reversed(stages[:position]) if s.kind == "train")
+        attempt_dir = (
+            self.settings.runs_dir / f"job-{claimed.job_id}" / f"attempt-{claimed.attempt}"
+        )
+        assert train.model is not None
+        return LmEvalJob(
+            run_dir=attempt_dir / stage.label,
+            checkpoint=attempt_dir / train.label / "out" / "model.safetensors",
+            evals_dir=Path(self.settings.data_dir) / "evals",
+            label=stage.label,
+            model_config=train.model.model_dump(),
+            time_limit_s=stage.time_limit_s,
+            evals=list(stage.evals) if stage.evals else None,
+            limit=stage.limit,
         )
 
 

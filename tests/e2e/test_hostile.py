@@ -116,7 +116,7 @@ def test_runtime_hostility_fails_cleanly_beside_an_honest_session(
     assert (
         "val_loss_gpt-tiny=0.0001" not in texts["prints forged metrics"].split("Final metrics")[-1]
     )
-    assert "[STATUS: INVALID] The evaluated loss is not finite" in texts["returns NaN late"]
+    assert "[STATUS: INVALID] An evaluated metric is not finite" in texts["returns NaN late"]
     assert (
         "[STATUS: FAILED exit=" in texts["raises late"] and "late failure" in texts["raises late"]
     )

@@ -3,11 +3,10 @@
 Run:  torchrun --standalone --nproc_per_node=N nanoGPT/custom_pretrain.py
       (plain `python nanoGPT/custom_pretrain.py` runs on one process)
 
-Settings are the module-level globals below; a JSON file named by the
-environment variable LOSSGYM_CONFIG overrides them. Data: llm.c token shards
-(train_*.bin, monitor_*.bin) in data_dir. Output: out_dir/model.safetensors.
-The official validation loss is computed afterwards by a separate, trusted
-evaluator from that checkpoint, with plain cross-entropy.
+Settings are the module-level globals below; a JSON file named by the environment
+variable LOSSGYM_CONFIG overrides them. Data: llm.c token shards (train_*.bin,
+monitor_*.bin) in data_dir. Output: out_dir/model.safetensors. A separate, trusted
+evaluator computes the official validation loss from it afterwards, with plain cross-entropy.
 """
 
 import glob
@@ -58,6 +57,7 @@ grad_clip = 1.0  # clip the global gradient norm to this; 0 disables
 device = "auto"  # "auto" (cuda when available), "cuda" or "cpu"
 dtype = "bfloat16"  # autocast dtype on CUDA ("bfloat16" or "float32"); CPU always runs fp32
 compile = False  # torch.compile the model: faster on GPU after a slow first step
+dump_batches_to = ""  # debug: "PATH" makes each rank list the windows it drew in PATH.rankN.json
 
 # ── Config overrides (JSON file named by $LOSSGYM_CONFIG) ──────────────────────
 # Only the globals above may be set, with their own type, so that a typo in a
@@ -412,6 +412,20 @@ if master:
     save_file(state, ckpt + ".tmp")
     os.replace(ckpt + ".tmp", ckpt)
     print(f"saved {ckpt}")
+
+# ── Debug: the training windows this rank drew (config knob dump_batches_to) ────
+if dump_batches_to:
+    # Replays the run's data order with the real get_train_batch: a fresh generator
+    # with the same seed, and make_batch swapped for one that returns the
+    # (shard, offset) of each window instead of tensors.
+    data_rng = np.random.default_rng(seed)
+
+    def make_batch(shards, starts):
+        return [[int(s), int(i)] for s, i in starts]
+
+    batches = [get_train_batch() for _ in range(max_iters * gradient_accumulation_steps)]
+    with open(f"{dump_batches_to}.rank{rank}.json", "w") as f:
+        json.dump({"rank": rank, "world_size": world_size, "seed": seed, "batches": batches}, f)
 if ddp:
     dist.barrier()
     dist.destroy_process_group()

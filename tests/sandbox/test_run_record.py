@@ -1,0 +1,87 @@
+"""The reproducibility record (`run.json`) of a stage run, without real training."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import threading
+from pathlib import Path
+
+from lossgym.env.workspace import Workspace
+from lossgym.sandbox.run_record import complete_record, device_from_log, workspace_hash
+from lossgym.sandbox.runner import RunResult, RunSpec
+from lossgym.sandbox.stages import StageJob, _prepare_run_dir, run_train_stage
+
+FILES = {"nanoGPT/custom_pretrain.py": "print('hi')\n", "notes.md": "é\n"}
+
+
+def _job(tmp_path: Path) -> StageJob:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    return StageJob(
+        run_dir=tmp_path / "runs" / "job-1" / "attempt-1" / "tiny-cpu",
+        files=FILES,
+        entrypoint="nanoGPT/custom_pretrain.py",
+        dataset_dir=data,
+        label="tiny-cpu",
+        nproc=2,
+        time_limit_s=60.0,
+        train_config={"max_iters": 4, "n_layer": 1},
+        model_config={"n_layer": 1, "n_head": 2, "n_embd": 32},
+        val_tokens=1000,
+        seed=7,
+    )
+
+
+class FakeRunner:
+    """Writes a training log like the template's and exits with `exit_code`."""
+
+    def __init__(self, log: str, exit_code: int = 1) -> None:
+        self.log, self.exit_code = log, exit_code
+
+    def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        spec.log_path.write_text(self.log)
+        return RunResult(self.exit_code, False, False, 0.1)
+
+
+def test_record_written_with_the_run_dir(tmp_path):
+    job = _job(tmp_path)
+    _prepare_run_dir(job)
+    record = json.loads((job.run_dir / "run.json").read_text())
+    resolved = json.loads((job.run_dir / "config.json").read_text())
+    assert record["config"] == resolved and resolved["seed"] == 7
+    assert record["seed"] == 7 and record["nproc"] == 2 and record["label"] == "tiny-cpu"
+    assert record["model_config"] == job.model_config
+    assert record["workspace_sha256"] == Workspace(FILES).content_hash()
+    versions = record["versions"]
+    assert set(versions) == {"python", "torch", "numpy", "tiktoken", "safetensors"}
+    assert versions["torch"] == importlib.metadata.version("torch")
+    assert record["device"] in ("cpu", "cuda") and record["device_source"] == "host"
+
+
+def test_workspace_hash_changes_with_content():
+    assert workspace_hash(FILES) != workspace_hash({**FILES, "notes.md": "e\n"})
+    assert workspace_hash(dict(reversed(list(FILES.items())))) == workspace_hash(FILES)
+
+
+def test_device_from_the_training_log(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text(
+        "config: {}\nworld size 2, device cuda:0, tokens per iteration 8,192\nworld size 9, "
+        "device fake, x\n"
+    )
+    assert device_from_log(log) == ("cuda:0", 2)
+    assert device_from_log(tmp_path / "missing.log") is None
+    assert complete_record(tmp_path, log) == {}  # no run.json: nothing to complete
+
+
+def test_record_lands_in_stage_info(tmp_path):
+    job = _job(tmp_path)
+    runner = FakeRunner("world size 2, device cpu, tokens per iteration 256\nboom\n")
+    outcome = run_train_stage(job, runner, threading.Event())
+    assert outcome.status == "failed"
+    run = outcome.info["run"]
+    assert run["device"] == "cpu" and run["world_size"] == 2
+    assert run["device_source"] == "train.log"
+    assert run == json.loads((job.run_dir / "run.json").read_text())
+    assert json.loads(json.dumps(outcome.info)) == outcome.info  # JSON column safe
