@@ -30,6 +30,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -153,28 +154,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_trusted(
+    name: str,
+    compute: Callable[[], dict],
+    out: str,
+    setup_errors: tuple[type[BaseException], ...] = (EvalError, ShardError),
+) -> int:
+    """Run an evaluation and write its result atomically; the exit status says whose
+    fault a failure is (see the module docstring), the reason is stderr's last line."""
     try:
         torch.manual_seed(0)  # nothing random is used; fixed anyway
-        result = evaluate(args)
+        result = compute()
     except CheckpointError as e:
-        print(f"evaluate: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         return EXIT_CHECKPOINT
-    except (EvalError, ShardError) as e:
-        print(f"evaluate: {e}", file=sys.stderr)
+    except setup_errors as e:
+        print(f"{name}: {str(e).splitlines()[0] if str(e) else repr(e)}", file=sys.stderr)
         return EXIT_SETUP
     except Exception as e:
         traceback.print_exc()
         first = str(e).splitlines()[0] if str(e) else ""
-        print(f"evaluate: internal error: {type(e).__name__}: {first}", file=sys.stderr)
+        print(f"{name}: internal error: {type(e).__name__}: {first}", file=sys.stderr)
         return EXIT_INTERNAL
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result) + "\n")
-    os.replace(tmp, out)
+    os.replace(tmp, path)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_trusted("evaluate", lambda: evaluate(args), args.out)
 
 
 if __name__ == "__main__":

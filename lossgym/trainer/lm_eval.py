@@ -41,22 +41,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lossgym.trainer.evaluate import EvalError, _pick_device, _read_model_config
-from lossgym.trainer.model import GPT, CheckpointError, load_checkpoint
+from lossgym.trainer.evaluate import EvalError, _pick_device, _read_model_config, run_trusted
+from lossgym.trainer.model import GPT, load_checkpoint
 from lossgym.trainer.tokenizer import EOT_ID, TokenizerError, get_encoding
 
-EXIT_CHECKPOINT, EXIT_SETUP, EXIT_INTERNAL = 1, 2, 3
 EVAL_SETS = ("wikitext2", "lambada", "arc_easy", "hellaswag", "piqa", "winogrande")
 
 Encoder = Callable[[str], list[int]]
@@ -392,26 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        torch.manual_seed(0)  # nothing random is used; fixed anyway
-        result = lm_evaluate(args)
-    except CheckpointError as e:
-        print(f"lm_eval: {e}", file=sys.stderr)
-        return EXIT_CHECKPOINT
-    except (EvalError, TokenizerError, OSError) as e:
-        print(f"lm_eval: {str(e).splitlines()[0] if str(e) else e!r}", file=sys.stderr)
-        return EXIT_SETUP
-    except Exception as e:
-        traceback.print_exc()
-        first = str(e).splitlines()[0] if str(e) else ""
-        print(f"lm_eval: internal error: {type(e).__name__}: {first}", file=sys.stderr)
-        return EXIT_INTERNAL
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result) + "\n")
-    os.replace(tmp, out)
-    return 0
+    setup_errors = (EvalError, TokenizerError, OSError)
+    return run_trusted("lm_eval", lambda: lm_evaluate(args), args.out, setup_errors)
 
 
 if __name__ == "__main__":
