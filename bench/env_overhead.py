@@ -28,6 +28,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from lossgym.baseline_runs import spans_in  # noqa: E402
 from lossgym.config import Settings  # noqa: E402
 from lossgym.leaderboard import store  # noqa: E402
 from lossgym.leaderboard.db import Database  # noqa: E402
@@ -39,7 +40,7 @@ FILE = "nanoGPT/custom_pretrain.py"
 def _session(base: str, agent: str) -> tuple[dict, tuple[int, int]]:
     body = httpx.post(f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": agent}).json()
     head = body["workspace"][FILE].splitlines()[0]
-    a, b = (int(x) for x in head.split("lines ")[1].split(",")[0].split("–"))
+    (a, b), _ = spans_in(head)
     return {"Authorization": f"Bearer {body['token']}"}, (a, b)
 
 

@@ -25,10 +25,18 @@ def get_leaderboard(request: Request) -> LeaderboardService:
 Leaderboard = Annotated[LeaderboardService, Depends(get_leaderboard)]
 
 
-def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
+def _bearer(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
     if not authorization or not authorization.lower().startswith("bearer "):
-        raise Unauthorized("Missing 'Authorization: Bearer <token>' header.")
+        return None
     return authorization[7:].strip()
+
+
+def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    token = _bearer(authorization)
+    if token is None:
+        raise Unauthorized("Missing 'Authorization: Bearer <token>' header.")
+    return token
 
 
 Token = Annotated[str, Depends(bearer_token)]
@@ -51,9 +59,8 @@ def operator_caller(
     service: Service, authorization: Annotated[str | None, Header()] = None
 ) -> bool:
     """True when the caller presents the operator key; no token or another one is public."""
-    if not authorization or not authorization.lower().startswith("bearer "):
-        return False
-    return is_operator(service, authorization[7:].strip())
+    token = _bearer(authorization)
+    return token is not None and is_operator(service, token)
 
 
 Operator = Annotated[bool, Depends(operator_caller)]

@@ -16,12 +16,6 @@ from lossgym.leaderboard import store
 from lossgym.leaderboard.models import SessionRow, TestRow, utcnow
 
 
-def primary_key_for(task: Task, profile: str) -> str:
-    stages = task.spec.profiles[profile].stages
-    train = next(s for s in stages if s.kind == "train")
-    return f"{task.spec.primary_metric.name}_{train.label}"
-
-
 def stage_views(task: Task, profile: str, test: TestRow) -> list[StageView]:
     """One view per stage of the profile, with stored results where they exist."""
     recorded = {row.position: row for row in test.stages}
@@ -50,7 +44,7 @@ def stage_views(task: Task, profile: str, test: TestRow) -> list[StageView]:
 
 
 def best_valid_test(task: Task, session: SessionRow, tests: list[TestRow]) -> TestRow | None:
-    key = primary_key_for(task, session.profile)
+    key = task.primary_metric_key(session.profile)
     sign = 1.0 if task.spec.primary_metric.direction == "minimize" else -1.0
     scored = [
         (sign * float(t.metrics[key]), t.n, t)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from lossgym.config import Settings
 from lossgym.env import episode, texts
 from lossgym.env.catalog import TaskCache
-from lossgym.env.errors import AgentError
+from lossgym.env.errors import AgentError, TaskSpecError
 from lossgym.env.task import Task
 from lossgym.env.tools import EditArgs, SubmitArgs, UndoArgs, ViewArgs, tool_schemas
 from lossgym.env.workspace import Workspace
@@ -370,8 +370,6 @@ class EpisodeService:
         return session
 
     def _task_for_agent(self, name: str) -> Task:
-        from lossgym.env.errors import TaskSpecError
-
         try:
             return self.tasks.get(name)
         except TaskSpecError as error:

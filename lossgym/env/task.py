@@ -7,7 +7,6 @@ baseline edit files adds a task. `load_task` turns every problem into a
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.resources
 import re
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from lossgym.env import texts
 from lossgym.env.errors import AgentError, TaskSpecError
 from lossgym.env.workspace import DASH, Region, Workspace, split_file
 
@@ -376,7 +376,7 @@ class Task:
         return f"{self.spec.primary_metric.name}_{self.profile(profile).train_stage.label}"
 
     def is_hidden(self, metric_key: str) -> bool:
-        return any(fnmatch.fnmatchcase(metric_key, g) for g in self.spec.hidden_metrics)
+        return texts.is_hidden(metric_key, self.spec.hidden_metrics)
 
     def baseline_file(self, name: str) -> Path:
         if name not in self.spec.baselines:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from lossgym.env.catalog import TaskCache
-from lossgym.env.episode import primary_key_for
 from lossgym.env.errors import TaskSpecError
 from lossgym.env.service import NotFound
 from lossgym.env.task import Task, list_tasks
@@ -46,7 +45,7 @@ class LeaderboardService:
         """The ranked table of one (task, profile); defaults: the first task, its profile."""
         task = self._task(task_name)
         profile = self._profile(task, profile)
-        key = primary_key_for(task, profile)
+        key = task.primary_metric_key(profile)
         with self.db.transaction() as db:
             results = queries.session_results(db, task.name, profile)
         board = rank_sessions(results, key, task.spec.primary_metric.direction)
@@ -90,7 +89,7 @@ class LeaderboardService:
             return {
                 **summary,
                 "redacted": False,
-                "metric": primary_key_for(task, session.profile),
+                "metric": task.primary_metric_key(session.profile),
                 "direction": task.spec.primary_metric.direction,
                 "hidden_metrics": list(task.spec.hidden_metrics),
                 "final": None if final is None else _final(final_n, final.kind),

@@ -98,7 +98,7 @@ def _check_definitions(path: str, region: RegionCode, read_only: frozenset[str])
     if "compute_loss" not in defined:
         raise _fail(path, region, 1, "compute_loss(logits, targets) must stay defined here")
     _check_nodes(path, region, tree)
-    _check_free_names(path, region, ALLOWED_MODULES | SAFE_BUILTINS | defined)
+    _check_free_names(path, region, tree, ALLOWED_MODULES | SAFE_BUILTINS | defined)
     return frozenset(defined)
 
 
@@ -121,7 +121,7 @@ def _check_hook(path: str, region: RegionCode, defined: frozenset[str]) -> None:
             why = "the loss-state hook may only assign names that start with loss_"
             raise _fail(path, region, stmt.lineno, why)
     _check_nodes(path, region, tree)
-    _check_free_names(path, region, ALLOWED_MODULES | SAFE_BUILTINS | HOOK_READS | defined)
+    _check_free_names(path, region, tree, ALLOWED_MODULES | SAFE_BUILTINS | HOOK_READS | defined)
 
 
 def _check_nodes(path: str, region: RegionCode, tree: ast.AST) -> None:
@@ -141,11 +141,13 @@ def _check_nodes(path: str, region: RegionCode, tree: ast.AST) -> None:
             raise _fail(path, region, lineno, "decorators are not allowed")
 
 
-def _check_free_names(path: str, region: RegionCode, allowed: frozenset[str]) -> None:
+def _check_free_names(
+    path: str, region: RegionCode, tree: ast.Module, allowed: frozenset[str]
+) -> None:
     """Every name read from the module (global) scope must be allowed (or loss state)."""
-    source = textwrap.dedent(region.source)
-    reads = _global_reads(symtable.symtable(source, path, "exec"))
-    uses = sorted((_first_use(source, name), name) for name in reads)
+    reads = _global_reads(symtable.symtable(textwrap.dedent(region.source), path, "exec"))
+    first = _first_uses(tree)
+    uses = sorted((first.get(name, 1), name) for name in reads)
     for lineno, name in uses:
         if name not in allowed and not name.startswith("loss_"):
             raise _fail(path, region, lineno, f"name {name!r} is not available here")
@@ -163,11 +165,13 @@ def _global_reads(table: symtable.SymbolTable) -> set[str]:
     return names
 
 
-def _first_use(source: str, name: str) -> int:
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Name) and node.id == name:
-            return node.lineno
-    return 1
+def _first_uses(tree: ast.Module) -> dict[str, int]:
+    """The line of each name's first occurrence, in one walk of the tree."""
+    first: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            first.setdefault(node.id, node.lineno)
+    return first
 
 
 def _is_docstring_or_pass(stmt: ast.stmt) -> bool:

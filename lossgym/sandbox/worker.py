@@ -75,8 +75,7 @@ class Worker:
                     db, claimed, task, f"failed on the infrastructure {MAX_ATTEMPTS} times"
                 )
             return True
-        job_dir = self.settings.runs_dir / f"job-{claimed.job_id}"
-        kill_stale_attempts(job_dir, claimed.attempt)
+        kill_stale_attempts(self._job_dir(claimed), claimed.attempt)
         done, lease_lost = threading.Event(), threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=(claimed.job_id, done, lease_lost), daemon=True
@@ -173,10 +172,16 @@ class Worker:
                 )
                 results.give_up(db, claimed, task, infra.reason)
 
+    def _job_dir(self, claimed: ClaimedJob) -> Path:
+        return self.settings.runs_dir / f"job-{claimed.job_id}"
+
+    def _attempt_dir(self, claimed: ClaimedJob) -> Path:
+        """Each attempt runs in its own directory, so a re-run never meets a dead one's files."""
+        return self._job_dir(claimed) / f"attempt-{claimed.attempt}"
+
     def _stage_job(self, claimed: ClaimedJob, task: Task, position: int) -> StageJob:
         stage = task.spec.profiles[claimed.profile].stages[position]
-        job_dir = self.settings.runs_dir / f"job-{claimed.job_id}"
-        run_dir = job_dir / f"attempt-{claimed.attempt}" / stage.label
+        run_dir = self._attempt_dir(claimed) / stage.label
         assert stage.dataset is not None and stage.model is not None and stage.val_tokens
         return StageJob(
             run_dir=run_dir,
@@ -197,9 +202,7 @@ class Worker:
         stages = task.spec.profiles[claimed.profile].stages
         stage = stages[position]
         train = next(s for s in reversed(stages[:position]) if s.kind == "train")
-        attempt_dir = (
-            self.settings.runs_dir / f"job-{claimed.job_id}" / f"attempt-{claimed.attempt}"
-        )
+        attempt_dir = self._attempt_dir(claimed)
         assert train.model is not None
         return LmEvalJob(
             run_dir=attempt_dir / stage.label,

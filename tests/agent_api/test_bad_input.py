@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from lossgym.baseline_runs import spans_in
 from tests.conftest import OPERATOR_KEY
 
 FILE = "nanoGPT/custom_pretrain.py"
@@ -12,11 +13,8 @@ FILE = "nanoGPT/custom_pretrain.py"
 
 def _regions(session: dict) -> tuple[tuple[int, int], tuple[int, int]]:
     listing = session["workspace"][FILE]
-    first = listing.splitlines()[
-        0
-    ]  # "nanoGPT/custom_pretrain.py [EDITABLE — lines a–b, lines c–d only]"
-    spans = first.split("lines ", 1)[1].replace(" only]", "").split(", lines ")
-    (a, b), (c, d) = (tuple(int(x) for x in span.split("–")) for span in spans)
+    # "nanoGPT/custom_pretrain.py [EDITABLE — lines a–b, lines c–d only]"
+    (a, b), (c, d) = spans_in(listing.splitlines()[0])
     return (a, b), (c, d)
 
 

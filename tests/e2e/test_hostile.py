@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lossgym.baseline_runs import spans_in
 from lossgym.config import Settings
 from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.models import StageResultRow, TestRow
@@ -57,7 +58,7 @@ FAILS_ITS_TEST = {
 def _session(base: str, agent: str) -> tuple[str, dict, tuple[int, int]]:
     body = httpx.post(f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": agent}).json()
     head = body["workspace"][FILE].splitlines()[0]
-    a, b = (int(x) for x in head.split("lines ")[1].split(",")[0].split("–"))
+    (a, b), _ = spans_in(head)
     return body["session_id"], {"Authorization": f"Bearer {body['token']}"}, (a, b)
 
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from lossgym.baseline_runs import spans_in
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.models import FinalRow
@@ -62,7 +63,7 @@ def test_walkthrough(server_with_worker: str, new_session, settings) -> None:
     first, second = _example("edit_polyloss.json"), _example("edit_softcap.json")
     a, b = first["start_line"], first["end_line"]
     listing_head = session["workspace"][FILE].splitlines()[0]
-    c, d = (int(x) for x in listing_head.split(", lines ")[1].split(" ")[0].split("–"))
+    (_, _), (c, d) = spans_in(listing_head)
     grown = 26 - (b - a + 1)
 
     edit = _post(base, "/edit", headers, first)
