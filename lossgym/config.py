@@ -7,6 +7,7 @@ pass explicit values in tests) and hand it down.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,7 +41,34 @@ class Settings(BaseSettings):
     worker_in_api: bool = Field(True, description="Run a worker thread inside `lossgym serve`.")
     worker_poll_s: float = Field(0.5, description="How often an idle worker looks for jobs.")
     lease_s: float = Field(60.0, description="A running job's lease; renewed by heartbeats.")
-    gpus: str = Field("", description="GPU ids the worker may hand out, e.g. '0,1,2,3'.")
+    gpus: str = Field(
+        "",
+        description="GPU ids the worker may hand out, e.g. '0,1,2,3'; 'none'; empty: all it sees.",
+    )
+
+    # Sandbox: how a test's processes run (SPEC §6).
+    runner: Literal["local", "docker"] = Field(
+        "local", description="'local': subprocesses; 'docker': one container per process."
+    )
+    isolation: Literal["none", "bwrap"] = Field(
+        "none", description="Local runner only: 'bwrap' runs each process inside bubblewrap."
+    )
+    sandbox_user: str = Field("65534:65534", description="uid:gid the sandboxed code runs as.")
+    docker_image: str = Field("lossgym-trainer", description="Image the Docker runner starts.")
+    docker_python: str = Field("python", description="The interpreter inside docker_image.")
+    docker_host_python: bool = Field(
+        False,
+        description="Bind this host's venv, Python and lossgym read-only into a bare image "
+        "(CPU tests and development) instead of using the image's own Python.",
+    )
+    docker_memory: str = Field("32g", description="Memory limit of a container (RAM + swap).")
+    docker_shm: str = Field("8g", description="/dev/shm of a container (DataLoader, NCCL).")
+    docker_pids: int = Field(4096, description="Most processes and threads in a container.")
+    docker_path_map: str = Field(
+        "",
+        description="'inside=outside,...': how paths of a worker that itself runs in a container "
+        "map to the Docker host's, for the bind mounts of the containers it starts.",
+    )
 
     def resolved(self) -> Settings:
         """A copy with every path made absolute, so subprocesses agree on them."""

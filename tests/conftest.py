@@ -105,6 +105,10 @@ def run_server(settings: Settings, worker: bool) -> Iterator[str]:
         LOSSGYM_LEASE_S=str(settings.lease_s),
         LOSSGYM_PREFLIGHT_TIMEOUT_S=str(settings.preflight_timeout_s),
         LOSSGYM_WORKER_POLL_S="0.2",
+        LOSSGYM_RUNNER=settings.runner,
+        LOSSGYM_ISOLATION=settings.isolation,
+        LOSSGYM_DOCKER_IMAGE=settings.docker_image,
+        LOSSGYM_DOCKER_HOST_PYTHON=str(settings.docker_host_python).lower(),
     )
     log_path = settings.database.parent / f"server-{port}.log"
     argv = [sys.executable, "-m", "lossgym.cli", "serve", "--port", str(port)]

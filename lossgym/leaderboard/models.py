@@ -136,6 +136,10 @@ class JobRow(Base):
     worker_id: Mapped[str | None] = mapped_column(String(100))
     lease_until: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
+    # Whole GPUs a running job holds ("0,1"; "" for none) on `host`. Only rows
+    # still running with a live lease count (see sandbox/gpus.py).
+    gpus: Mapped[str | None] = mapped_column(String(200))
+    host: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -5,7 +5,8 @@ The env service and the worker call these; routes never do.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -123,29 +124,63 @@ def add_final(db: Session, session_id: str, test: TestRow, kind: str) -> FinalRo
 # ── Jobs ────────────────────────────────────────────────────────────────────
 
 
-def requeue_expired(db: Session) -> int:
-    """Put back jobs whose worker stopped heartbeating (crashed or was killed)."""
-    result = db.execute(
-        update(JobRow)
-        .where(JobRow.status == "running", JobRow.lease_until < utcnow())
-        .values(status="queued", worker_id=None, lease_until=None)
+def requeue_expired(db: Session) -> list[int]:
+    """Put back jobs whose worker stopped heartbeating (crashed or was killed); their ids."""
+    expired = list(
+        db.scalars(
+            select(JobRow.id).where(JobRow.status == "running", JobRow.lease_until < utcnow())
+        )
     )
-    return result.rowcount or 0  # type: ignore[attr-defined]
+    if expired:
+        db.execute(
+            update(JobRow)
+            .where(JobRow.id.in_(expired))
+            .values(status="queued", worker_id=None, lease_until=None, gpus=None, host=None)
+        )
+    return expired
 
 
-def claim_next_job(db: Session, worker_id: str, lease_s: float) -> JobRow | None:
-    """The oldest queued job, now leased to `worker_id`; None when there is none."""
-    job = db.scalars(
-        select(JobRow).where(JobRow.status == "queued").order_by(JobRow.id).limit(1)
-    ).one_or_none()
-    if job is None:
-        return None
-    job.status = "running"
-    job.worker_id = worker_id
-    job.attempts += 1
-    job.started_at = utcnow()
-    job.lease_until = utcnow() + timedelta(seconds=lease_s)
-    return job
+def gpu_holdings(db: Session) -> list[tuple[str | None, str | None, datetime | None]]:
+    """(host, gpus, lease_until) of every running job: what the claim must not hand out."""
+    stmt = select(JobRow.host, JobRow.gpus, JobRow.lease_until).where(JobRow.status == "running")
+    return [(host, gpus, lease) for host, gpus, lease in db.execute(stmt)]
+
+
+Allocate = Callable[[str, str], list[str] | None]
+
+
+def claim_next_job(
+    db: Session,
+    worker_id: str,
+    lease_s: float,
+    allocate: Allocate | None = None,
+    host: str | None = None,
+) -> JobRow | None:
+    """The oldest queued job that fits, now leased to `worker_id`; None when none does.
+
+    `allocate(task, profile)` gives the GPU ids for a job of such a session, or
+    None when it does not fit now; without it every job fits with no GPUs.
+    Policy: first come, first served among the jobs that fit. A job that does
+    not fit stays queued and later, smaller jobs go ahead of it; it runs once
+    enough GPUs are free at the same time (no reservation against starvation).
+    """
+    stmt = (
+        select(JobRow.id, SessionRow.task, SessionRow.profile)
+        .join(TestRow, TestRow.id == JobRow.test_id)
+        .join(SessionRow, SessionRow.id == TestRow.session_id)
+        .where(JobRow.status == "queued")
+        .order_by(JobRow.id)
+    )
+    for job_id, task, profile in db.execute(stmt).all():
+        gpus = [] if allocate is None else allocate(task, profile)
+        if gpus is not None:
+            job = db.get_one(JobRow, job_id)
+            job.status, job.worker_id, job.attempts = "running", worker_id, job.attempts + 1
+            job.gpus, job.host = ",".join(gpus), host
+            job.started_at = utcnow()
+            job.lease_until = utcnow() + timedelta(seconds=lease_s)
+            return job
+    return None
 
 
 def renew_lease(db: Session, job_id: int, worker_id: str, lease_s: float) -> bool:

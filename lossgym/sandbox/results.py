@@ -7,7 +7,7 @@ is closed as an infrastructure error and its test is given back to the session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ class ClaimedJob:
     seed: int
     files: dict[str, str]
     attempt: int
+    gpus: list[str] = field(default_factory=list)  # whole GPUs held for every stage
 
 
 def record_stage(
@@ -69,6 +70,7 @@ def requeue(db: Session, claimed: ClaimedJob, reason: str) -> None:
     """Put the job back at once (infrastructure failure or a clean shutdown)."""
     job = store.get_job_for_test(db, claimed.test_id)
     job.status, job.worker_id, job.lease_until, job.error = "queued", None, None, reason
+    job.gpus, job.host = None, None  # its GPUs are free again
     store.get_test_by_id(db, claimed.test_id).status = "queued"
     store.clear_stage_results(db, claimed.test_id)
 

@@ -1,24 +1,37 @@
 """Runners start one command in isolation, stream its output to a log, and stop it.
 
-`Runner` is the small interface the worker uses; `LocalRunner` runs the command
-as a subprocess in its own process group, so a timeout or cancel kills the
-whole tree (torchrun and every rank), not just the parent.
+`Runner` is the small interface the worker uses. Two implementations pass one
+shared test suite (tests/sandbox/test_runners.py):
+
+- `LocalRunner` (local_runner.py): a subprocess in its own process group,
+  optionally inside bubblewrap (no network, read-only binds);
+- `DockerRunner` (docker_runner.py): a container with no network, a read-only
+  root, a non-root user and resource limits.
+
+A `RunSpec` says what the command may see: `mounts` lists every host path it
+needs, each at the same path inside the sandbox, read-only unless marked
+writable. An isolating runner shows it nothing else (besides the Python runtime
+it needs to start), which is how training never sees the validation shards.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-KILL_GRACE_S = 5.0
+if TYPE_CHECKING:
+    from lossgym.config import Settings
+
+PYTHON = "python"  # argv[0] placeholder: each runner substitutes its own interpreter
+
+
+@dataclass(frozen=True)
+class Mount:
+    path: Path  # visible at the same path inside the sandbox
+    writable: bool = False
 
 
 @dataclass
@@ -28,7 +41,9 @@ class RunSpec:
     log_path: Path
     timeout_s: float
     env: dict[str, str] = field(default_factory=dict)
-    pid_file: Path | None = None  # gets "<host> <pgid> <cwd>" so a later worker can clean up
+    pid_file: Path | None = None  # records how a later worker can find and kill this run
+    mounts: list[Mount] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # whole GPUs (ids) given to this run
 
 
 @dataclass
@@ -40,8 +55,14 @@ class RunResult:
 
 
 class Runner(Protocol):
+    name: str
+
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
         """Run to completion, the time limit, or `cancel`; output goes to spec.log_path."""
+        ...
+
+    def kill_stale(self, pid_file: Path) -> None:
+        """Kill what a run that wrote `pid_file` (under a dead worker) left running."""
         ...
 
 
@@ -57,58 +78,41 @@ def base_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-class LocalRunner:
-    """A subprocess in a new session (process group) on this machine."""
-
-    def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        start = time.monotonic()
-        with open(spec.log_path, "ab") as log:
-            proc = subprocess.Popen(
-                spec.argv,
-                cwd=spec.cwd,
-                env=spec.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            if spec.pid_file is not None:
-                spec.pid_file.write_text(f"{socket.gethostname()} {proc.pid} {spec.cwd}\n")
-            timed_out = cancelled = False
-            while True:
-                try:
-                    proc.wait(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if time.monotonic() - start > spec.timeout_s:
-                    timed_out = True
-                elif cancel is not None and cancel.is_set():
-                    cancelled = True
-                if timed_out or cancelled:
-                    _kill_group(proc)
-                    break
-            _kill_leftovers(proc.pid)
-        exit_code = None if (timed_out or cancelled) else proc.returncode
-        return RunResult(exit_code, timed_out, cancelled, time.monotonic() - start)
+def prepare_writable(spec: RunSpec) -> None:
+    """Writable mounts must exist and accept the sandbox's unprivileged user."""
+    for mount in spec.mounts:
+        if mount.writable:
+            mount.path.mkdir(parents=True, exist_ok=True)
+            os.chmod(mount.path, 0o777)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
+def make_runner(settings: Settings) -> Runner:
+    """The runner the settings name (`LOSSGYM_RUNNER`, `LOSSGYM_ISOLATION`)."""
+    if settings.runner == "docker":
+        from lossgym.sandbox.docker_runner import DockerRunner
+
+        return DockerRunner.from_settings(settings)
+    from lossgym.sandbox.local_runner import LocalRunner
+
+    return LocalRunner(isolation=settings.isolation, user=settings.sandbox_user)
+
+
+def python_runtime() -> list[Mount]:
+    """What a sandbox needs, read-only, to run this very interpreter and `lossgym`.
+
+    The virtual environment, the Python installation it links to, and the
+    `lossgym` package directory (not the repository: `data/` may live there).
+    """
+    import sys
+
+    import lossgym
+
+    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(lossgym.__file__).parent]
+    unique: list[Mount] = []
+    for path in paths:
+        real = path.resolve()
+        if str(real) in ("/usr", "/usr/local", "/"):  # the system's own: the sandbox has one
             continue
-
-
-def _kill_leftovers(pgid: int) -> None:
-    """Whatever the command left running in its group (a forked child) dies with it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+        if not any(real == m.path or real.is_relative_to(m.path) for m in unique):
+            unique.append(Mount(real))
+    return unique

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lossgym.sandbox.run_record import build_record, complete_record, write_record
-from lossgym.sandbox.runner import Runner, RunResult, RunSpec, base_env
+from lossgym.sandbox.runner import PYTHON, Mount, Runner, RunResult, RunSpec, base_env
 
 TRAIN_LINE = re.compile(
     r"^TRAIN_METRICS: step=(\d+), train_loss=([-+0-9.eEnaif]+), val_loss=([-+0-9.eEnaif]+)$"
@@ -60,6 +59,7 @@ class StageJob:
     model_config: dict[str, Any]
     val_tokens: int
     seed: int
+    gpus: list[str] = field(default_factory=list)
 
 
 def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> StageOutcome:
@@ -98,6 +98,7 @@ class LmEvalJob:
     time_limit_s: float
     evals: list[str] | None = None  # None: every set present
     limit: int | None = None
+    gpus: list[str] = field(default_factory=list)
 
 
 def run_lm_eval_stage(job: LmEvalJob, runner: Runner, cancel: threading.Event) -> StageOutcome:
@@ -115,7 +116,7 @@ def run_lm_eval_stage(job: LmEvalJob, runner: Runner, cancel: threading.Event) -
 
 def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
     argv = [
-        sys.executable, "-m", "lossgym.trainer.lm_eval",
+        PYTHON, "-m", "lossgym.trainer.lm_eval",
         "--checkpoint", str(job.checkpoint),
         "--model-config", str(eval_dir / "model.json"),
         "--evals-dir", str(job.evals_dir),
@@ -127,7 +128,16 @@ def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
     if job.limit:
         argv += ["--limit", str(job.limit)]
     env = base_env({"HOME": str(eval_dir)})
-    return RunSpec(argv, eval_dir, job.run_dir / "eval.log", job.time_limit_s, env)
+    mounts = [
+        Mount(job.checkpoint),
+        Mount(job.evals_dir),
+        Mount(job.evals_dir.parent / "tokenizer"),
+        Mount(eval_dir, writable=True),
+    ]
+    return RunSpec(
+        argv, eval_dir, job.run_dir / "eval.log", job.time_limit_s, env,
+        mounts=[m for m in mounts if m.path.exists()], gpus=job.gpus,
+    )  # fmt: skip
 
 
 def _prepare_run_dir(job: StageJob) -> dict[str, Path]:
@@ -142,11 +152,10 @@ def _prepare_run_dir(job: StageJob) -> dict[str, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     # Only the train and monitor splits are visible to the training process.
-    for shard in sorted(job.dataset_dir.glob("*.bin")):
-        if shard.name.startswith(("train_", "monitor_")):
-            link = layout["train_data"] / shard.name
-            if not link.exists():
-                link.symlink_to(shard)
+    for shard in visible_shards(job.dataset_dir):
+        link = layout["train_data"] / shard.name
+        if not link.exists():
+            link.symlink_to(shard)
     config = dict(job.train_config)
     config.update(seed=job.seed, data_dir=str(layout["train_data"]), out_dir=str(layout["out"]))
     (job.run_dir / "config.json").write_text(json.dumps(config, indent=2))
@@ -155,9 +164,15 @@ def _prepare_run_dir(job: StageJob) -> dict[str, Path]:
     return layout
 
 
+def visible_shards(dataset_dir: Path) -> list[Path]:
+    """The shards training may read: train and monitor splits, never val."""
+    shards = sorted(dataset_dir.glob("*.bin"))
+    return [s.resolve() for s in shards if s.name.startswith(("train_", "monitor_"))]
+
+
 def _train_spec(job: StageJob, layout: dict[str, Path]) -> RunSpec:
     argv = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        PYTHON, "-m", "torch.distributed.run", "--standalone",
         f"--nproc_per_node={job.nproc}", job.entrypoint,
     ]  # fmt: skip
     env = base_env(
@@ -168,22 +183,36 @@ def _train_spec(job: StageJob, layout: dict[str, Path]) -> RunSpec:
             "TMPDIR": str(layout["out"]),
         }
     )
+    # Training sees its workspace, its config, the train and monitor shards
+    # (through the symlinks in train_data/) and writes only to out/.
+    mounts = [Mount(layout["workspace"]), Mount(job.run_dir / "config.json")]
+    mounts += [Mount(layout["train_data"])] + [Mount(s) for s in visible_shards(job.dataset_dir)]
+    mounts.append(Mount(layout["out"], writable=True))
     pid_file = job.run_dir / "pid"
-    return RunSpec(argv, layout["workspace"], layout["log"], job.time_limit_s, env, pid_file)
+    return RunSpec(
+        argv, layout["workspace"], layout["log"], job.time_limit_s, env, pid_file,
+        mounts=mounts, gpus=job.gpus,
+    )  # fmt: skip
 
 
 def _eval_spec(job: StageJob, layout: dict[str, Path], checkpoint: Path) -> RunSpec:
     argv = [
-        sys.executable, "-m", "lossgym.trainer.evaluate",
+        PYTHON, "-m", "lossgym.trainer.evaluate",
         "--checkpoint", str(checkpoint),
         "--model-config", str(layout["eval"] / "model.json"),
-        "--data-dir", str(job.dataset_dir),
+        "--data-dir", str(job.dataset_dir.resolve()),
         "--label", job.label,
         "--val-tokens", str(job.val_tokens),
         "--out", str(layout["eval"] / "metrics.json"),
     ]  # fmt: skip
     env = base_env({"HOME": str(layout["eval"])})
-    return RunSpec(argv, layout["eval"], job.run_dir / "eval.log", EVAL_TIME_LIMIT_S, env)
+    # The evaluator sees the checkpoint, the model config and the val shards only.
+    val = sorted(s.resolve() for s in job.dataset_dir.glob("val_*.bin"))
+    mounts = [Mount(checkpoint), *map(Mount, val), Mount(layout["eval"], writable=True)]
+    return RunSpec(
+        argv, layout["eval"], job.run_dir / "eval.log", EVAL_TIME_LIMIT_S, env,
+        mounts=mounts, gpus=job.gpus,
+    )  # fmt: skip
 
 
 def _read_training(log_path: Path, result: RunResult) -> StageOutcome:

@@ -9,10 +9,8 @@ session's budget is untouched (the test was paid for once, when it was queued).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import socket
 import threading
 from pathlib import Path
@@ -22,9 +20,11 @@ from lossgym.env.catalog import TaskCache
 from lossgym.env.task import Task
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
+from lossgym.leaderboard.models import utcnow
 from lossgym.sandbox import results
+from lossgym.sandbox.gpus import Holding, configured_gpus, free_gpus, job_allocator, parse_ids
 from lossgym.sandbox.results import ClaimedJob
-from lossgym.sandbox.runner import LocalRunner, Runner
+from lossgym.sandbox.runner import Runner, make_runner
 from lossgym.sandbox.stages import (
     LmEvalJob,
     StageJob,
@@ -45,16 +45,21 @@ class Worker:
         tasks: TaskCache,
         runner: Runner | None = None,
         worker_id: str | None = None,
+        alive_file: Path | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.tasks = tasks
-        self.runner = runner or LocalRunner()
+        self.runner = runner or make_runner(settings)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.gpus = configured_gpus(settings.gpus)
+        self.alive_file = alive_file  # touched while the worker works: a health check reads it
 
     def run_forever(self, stop: threading.Event) -> None:
-        log.info("worker %s started", self.id)
+        log.info("worker %s started (runner %s, GPUs %s)", self.id, self.runner.name,
+                 ",".join(self.gpus) or "none")  # fmt: skip
         while not stop.is_set():
+            self._touch_alive()
             try:
                 worked = self.run_once(stop)
             except Exception:  # keep serving other jobs; the lease brings this one back
@@ -75,7 +80,7 @@ class Worker:
                     db, claimed, task, f"failed on the infrastructure {MAX_ATTEMPTS} times"
                 )
             return True
-        kill_stale_attempts(self._job_dir(claimed), claimed.attempt)
+        kill_stale_attempts(self.runner, self._job_dir(claimed), claimed.attempt)
         done, lease_lost = threading.Event(), threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=(claimed.job_id, done, lease_lost), daemon=True
@@ -96,32 +101,48 @@ class Worker:
         self._conclude(claimed, task, outcomes)
         return True
 
+    def _touch_alive(self) -> None:
+        if self.alive_file is not None:
+            self.alive_file.touch()
+
     def _claim(self) -> ClaimedJob | None:
         with self.db.transaction() as db:
-            if store.requeue_expired(db):
-                log.warning("requeued jobs whose worker stopped heartbeating")
-            job = store.claim_next_job(db, self.id, self.settings.lease_s)
+            expired = store.requeue_expired(db)
+        for job_id in expired:
+            # Its GPUs count as free from now on: what its dead worker left
+            # running on this host (processes, containers) must go first.
+            log.warning("job %s: its worker stopped heartbeating; requeued", job_id)
+            kill_stale_attempts(self.runner, self.settings.runs_dir / f"job-{job_id}", None)
+        host = socket.gethostname()
+        with self.db.transaction() as db:
+            held = [Holding(*row) for row in store.gpu_holdings(db)]
+            free = free_gpus(self.gpus, held, host, utcnow())
+            allocate = job_allocator(self.tasks, free)
+            job = store.claim_next_job(db, self.id, self.settings.lease_s, allocate, host)
             if job is None:
                 return None
             test = store.get_test_by_id(db, job.test_id)
             store.clear_stage_results(db, test.id)  # a re-run starts clean
             test.status = "running"
             session = test.session
+            gpus = parse_ids(job.gpus)
             log.info(
-                "job %s (attempt %s): test #%s of session %s",
+                "job %s (attempt %s): test #%s of session %s on %s",
                 job.id,
                 job.attempts,
                 test.n,
                 session.id,
+                f"GPUs {','.join(gpus)} of {host}" if gpus else "no GPU",
             )
             return ClaimedJob(
                 job.id, test.id, session.id, session.task, session.profile, session.seed,
-                dict(test.revision.files), job.attempts,
+                dict(test.revision.files), job.attempts, gpus,
             )  # fmt: skip
 
     def _heartbeat(self, job_id: int, done: threading.Event, lease_lost: threading.Event) -> None:
         interval = max(self.settings.lease_s / 4, 0.5)
         while not done.wait(interval):
+            self._touch_alive()
             with self.db.transaction() as db:
                 if not store.renew_lease(db, job_id, self.id, self.settings.lease_s):
                     log.warning("job %s: lease lost; stopping it", job_id)
@@ -195,6 +216,7 @@ class Worker:
             model_config=stage.model.model_dump(),
             val_tokens=stage.val_tokens,
             seed=claimed.seed,
+            gpus=claimed.gpus[: stage.gpus],
         )
 
     def _lm_eval_job(self, claimed: ClaimedJob, task: Task, position: int) -> LmEvalJob:
@@ -213,49 +235,16 @@ class Worker:
             time_limit_s=stage.time_limit_s,
             evals=list(stage.evals) if stage.evals else None,
             limit=stage.limit,
+            gpus=claimed.gpus[: stage.gpus],
         )
 
 
-def kill_stale_attempts(job_dir: Path, current_attempt: int) -> None:
-    """Kill what earlier attempts of this job left running on this host.
-
-    Each run writes `<host> <pgid> <cwd>` to a `pid` file in its stage directory;
-    every process of that group still working inside that directory is killed.
-    """
-    host = socket.gethostname()
+def kill_stale_attempts(runner: Runner, job_dir: Path, current_attempt: int | None) -> None:
+    """Kill what other attempts of this job left running (their `pid` files say what)."""
     for pid_file in job_dir.glob("attempt-*/*/pid"):
-        if pid_file.parent.parent.name == f"attempt-{current_attempt}":
-            continue
-        try:
-            owner, pgid, _cwd = pid_file.read_text().split(maxsplit=2)
-        except (OSError, ValueError):
-            continue
-        if owner == host:
-            for pid in _members(int(pgid), str(pid_file.parent)):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-                    log.warning("killed pid %s left running by %s", pid, pid_file.parent)
-
-
-def _members(pgid: int, run_dir: str) -> list[int]:
-    """Processes of group `pgid` whose working directory lies inside `run_dir`.
-
-    Checking the directory as well as the group means a recycled pgid that now
-    belongs to some unrelated program is never touched.
-    """
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            group = int(stat.rsplit(")", 1)[1].split()[2])
-            cwd = os.readlink(entry / "cwd")
-        except (OSError, ValueError, IndexError):
-            continue
-        if group == pgid and (cwd == run_dir or cwd.startswith(run_dir + "/")):
-            found.append(int(entry.name))
-    return found
+        if pid_file.parent.parent.name != f"attempt-{current_attempt}":
+            log.warning("cleaning up after %s", pid_file.parent)
+            runner.kill_stale(pid_file)
 
 
 def _either(*events: threading.Event | None) -> threading.Event:

@@ -18,6 +18,7 @@ from lossgym.config import Settings
 from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.models import StageResultRow, TestRow
 from tests.conftest import fast_tasks_dir, run_server
+from tests.sandbox.runner_fixtures import DOCKER_IMAGE, docker_problem
 
 pytestmark = pytest.mark.slow
 FILE = "nanoGPT/custom_pretrain.py"
@@ -77,7 +78,9 @@ def _edit(base: str, headers: dict, region: tuple[int, int], content: str) -> tu
 
 @pytest.fixture
 def hostile_settings(tmp_path: Path, settings: Settings) -> Settings:
-    tasks = fast_tasks_dir(tmp_path, time_limit_s=120)
+    # 12 iterations: enough for the late failures (after 60% of training) to fire.
+    config = {"max_iters": 12, "eval_interval": 6, "log_interval": 3}
+    tasks = fast_tasks_dir(tmp_path, time_limit_s=120, config=config)
     return settings.model_copy(update={"tasks_dir": tasks, "preflight_timeout_s": 10.0})
 
 
@@ -97,9 +100,22 @@ def test_preflight_refuses_hostile_code_for_free(hostile_settings: Settings) -> 
         assert state["tests_used"] == 0
 
 
+def _with_runner(settings: Settings, kind: str) -> Settings:
+    """The service's worker uses runner `kind`; skips where this machine lacks it."""
+    if kind == "docker":
+        if problem := docker_problem():
+            pytest.skip(problem)
+        return settings.model_copy(
+            update={"runner": "docker", "docker_image": DOCKER_IMAGE, "docker_host_python": True}
+        )
+    return settings
+
+
+@pytest.mark.parametrize("kind", ["local", "docker"])
 def test_runtime_hostility_fails_cleanly_beside_an_honest_session(
-    hostile_settings: Settings,
+    hostile_settings: Settings, kind: str
 ) -> None:
+    hostile_settings = _with_runner(hostile_settings, kind)
     with run_server(hostile_settings, worker=True) as base:
         honest_sid, honest, _ = _session(base, "honest")
         queued = httpx.post(f"{base}/test", headers=honest, params={"wait": "false"})

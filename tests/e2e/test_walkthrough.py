@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 from lossgym.baseline_runs import spans_in
+from lossgym.config import Settings
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.models import FinalRow
-from tests.conftest import REPO
+from tests.conftest import REPO, fast_tasks_dir
 
 pytestmark = pytest.mark.slow
 FILE = "nanoGPT/custom_pretrain.py"
@@ -54,6 +55,13 @@ def _check_report(text: str, n: int, remaining: int, label: str) -> float:
     assert final, text
     assert f"[Leaderboard] Results saved: {{'val_loss_{label}': {float(final.group(1))}" in text
     return float(final.group(1))
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path) -> Settings:
+    """tiny-cpu shortened to 50 iterations: under test are the texts and records, not the loss."""
+    tasks = fast_tasks_dir(tmp_path, config={"max_iters": 50, "eval_interval": 10})
+    return settings.model_copy(update={"tasks_dir": tasks})
 
 
 def test_walkthrough(server_with_worker: str, new_session, settings) -> None:

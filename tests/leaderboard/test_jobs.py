@@ -52,7 +52,7 @@ def test_expired_lease_is_requeued_for_another_worker(
         assert store.renew_lease(tx, job_id, "dead-worker", 60)
         tx.get_one(JobRow, job_id).lease_until = utcnow() - timedelta(seconds=1)
     with db.transaction() as tx:
-        assert store.requeue_expired(tx) == 1
+        assert len(store.requeue_expired(tx)) == 1
         again = store.claim_next_job(tx, "new-worker", lease_s=60)
         assert again is not None and again.id == job_id and again.attempts == 2
     with db.transaction() as tx:

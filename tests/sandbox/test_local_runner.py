@@ -7,7 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from lossgym.sandbox.runner import LocalRunner, RunSpec, base_env
+from lossgym.sandbox.local_runner import LocalRunner
+from lossgym.sandbox.runner import RunSpec, base_env
 
 
 def _spec(tmp_path: Path, code: str, timeout_s: float = 30.0) -> RunSpec:

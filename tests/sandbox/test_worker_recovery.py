@@ -20,7 +20,8 @@ from lossgym.env.catalog import TaskCache
 from lossgym.env.service import EpisodeService
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
-from lossgym.sandbox.worker import Worker, _members
+from lossgym.sandbox.local_runner import group_members as _members
+from lossgym.sandbox.worker import Worker
 from tests.conftest import REPO, fast_tasks_dir
 
 pytestmark = pytest.mark.slow

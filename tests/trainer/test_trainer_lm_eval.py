@@ -305,7 +305,7 @@ def test_worker_stage_maps_exit_codes(setup):
     checkpoint is the agent's failure; missing eval data is the infrastructure's."""
     import threading
 
-    from lossgym.sandbox.runner import LocalRunner
+    from lossgym.sandbox.local_runner import LocalRunner
     from lossgym.sandbox.stages import LmEvalJob, run_lm_eval_stage
 
     tmp_path, data_root = setup

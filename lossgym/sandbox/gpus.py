@@ -1,0 +1,104 @@
+"""Whole-GPU allocation: which of its host's GPUs a worker may give the next job.
+
+Each worker is configured with the GPU ids it may hand out (`LOSSGYM_GPUS=0,1,2,3`;
+`none`: it only takes CPU jobs; empty: every GPU the host has). A job holds, from its first stage to
+its last, as many whole GPUs as its hungriest stage needs; each stage runs on
+the first `stage.gpus` of them. The ids a running job holds and its host are
+recorded in its row, and claims are serialized (`BEGIN IMMEDIATE`), so every
+worker on a host, in any process, sees what the others hold and two of them
+never hand out the same GPU.
+
+A GPU is busy while a job of the same host holds it in state `running` with a
+lease that has not expired; a job gives its GPUs back by leaving that state
+(finished, re-queued, given up) or by letting its lease run out. Rows of
+other hosts never count: their GPUs are other devices with the same ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+from lossgym.env.catalog import TaskCache
+from lossgym.env.errors import TaskSpecError
+from lossgym.env.task import ProfileSpec
+
+
+class Holding(NamedTuple):
+    """What a running job row says it holds (`jobs.host`, `jobs.gpus`, `jobs.lease_until`)."""
+
+    host: str | None
+    gpus: str | None
+    lease_until: datetime | None
+
+
+def parse_ids(text: str | None) -> list[str]:
+    """'0, 1,,2' -> ['0', '1', '2']: ids in order, blanks and repeats dropped."""
+    ids: list[str] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if part and part not in ids:
+            ids.append(part)
+    return ids
+
+
+def configured_gpus(text: str) -> list[str]:
+    """`LOSSGYM_GPUS`: explicit ids, 'none', or empty for every GPU this host has."""
+    if text.strip().lower() == "none":
+        return []
+    if text.strip():
+        return parse_ids(text)
+    return [str(i) for i in range(_visible_gpu_count())]
+
+
+def _visible_gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # no usable CUDA: a CPU-only worker
+        return 0
+
+
+def gpus_needed(profile: ProfileSpec) -> int:
+    """Whole GPUs a test of this profile holds: the most that any of its stages uses."""
+    return max(stage.gpus for stage in profile.stages)
+
+
+def free_gpus(
+    configured: Sequence[str], held: Iterable[Holding], host: str, now: datetime
+) -> list[str]:
+    """The configured ids that no live job on `host` holds, in configured order."""
+    busy: set[str] = set()
+    for holding in held:
+        live = holding.lease_until is not None and holding.lease_until >= now
+        if holding.host == host and live:
+            busy.update(parse_ids(holding.gpus))
+    return [gpu for gpu in configured if gpu not in busy]
+
+
+def allocate(need: int, free: Sequence[str]) -> list[str] | None:
+    """The first `need` free ids, or None when fewer are free (the job waits).
+
+    A job that needs more GPUs than the worker was given never fits, so that
+    worker never claims it; another worker with more GPUs may.
+    """
+    if need > len(free):
+        return None
+    return list(free[:need])
+
+
+def job_allocator(tasks: TaskCache, free: Sequence[str]) -> Callable[[str, str], list[str] | None]:
+    """`allocate` for a queued job known by its session's (task, profile)."""
+
+    def allocate_for(task: str, profile: str) -> list[str] | None:
+        try:
+            need = gpus_needed(tasks.get(task).spec.profiles[profile])
+        except (TaskSpecError, KeyError):
+            # No GPUs for a job this worker cannot run anyway: claiming it lets
+            # the worker report the problem instead of leaving the job queued.
+            need = 0
+        return allocate(need, free)
+
+    return allocate_for
