@@ -164,6 +164,13 @@ class EpisodeService:
 
         return self._tool(session_id, "view", args.model_dump(exclude_none=True), action)
 
+    def preflight(self, session_id: str) -> ToolResult:
+        """The free pre-flight of `test`, on its own: nothing is queued, spent or recorded."""
+        _, problem = self._preflight(session_id)
+        if problem is not None:
+            return ToolResult(False, problem.text)
+        return ToolResult(True, texts.PREFLIGHT_PASSED)
+
     def test(self, session_id: str, wait: bool = True) -> ToolResult:
         # Pre-flight runs outside the write transaction: it takes seconds.
         checked_hash, problem = self._preflight(session_id)

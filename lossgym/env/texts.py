@@ -14,6 +14,11 @@ from typing import Any
 
 TRAIN_LINES_SHOWN = 5
 LOG_TAIL_LINES = 30
+PREFLIGHT_PASSED = (
+    "OK: Pre-flight check passed (no test was used): the workspace parses, the editable "
+    "regions follow the policy, and compute_loss returned a finite scalar with a finite "
+    "gradient on random logits."
+)
 
 
 @dataclass

@@ -140,3 +140,21 @@ def test_baseline_names_are_reserved_for_the_operator(server: str) -> None:
     assert reply.status_code == 403
     operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
     assert httpx.post(f"{server}/sessions", json=body, headers=operator).status_code == 201
+
+
+def test_preflight_alone_checks_without_spending_or_recording(server: str, new_session) -> None:
+    session = new_session(server)
+    headers = session["headers"]
+    passed = httpx.post(f"{server}/preflight", headers=headers, timeout=120)
+    assert passed.status_code == 200 and passed.json()["text"].startswith("OK: Pre-flight check")
+    (a, b), _ = _regions(session)
+    body = "def compute_loss(logits, targets):\n    return open('/etc/passwd')\n\n"
+    edit = {"op": "replace", "filename": FILE, "start_line": a, "end_line": b, "content": body}
+    assert httpx.post(f"{server}/edit", json=edit, headers=headers).status_code == 200
+    refused = httpx.post(f"{server}/preflight", headers=headers, timeout=120)
+    assert refused.status_code == 400
+    assert refused.json()["text"].startswith("ERROR: Pre-flight check failed (no test was used)")
+    assert f"line {a + 1}" in refused.json()["text"]
+    assert httpx.post(f"{server}/preflight").status_code == 401
+    state = httpx.get(f"{server}/sessions/{session['session_id']}", headers=headers).json()
+    assert state["tests_used"] == 0 and state["steps_used"] == 1, state  # only the edit counted

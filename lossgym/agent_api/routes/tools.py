@@ -46,6 +46,12 @@ def test(
     return _reply(service.test(session, wait=wait))
 
 
+@router.post("/preflight")
+def preflight(service: Service, session: SessionId) -> JSONResponse:
+    """The free pre-flight check of `test` alone: costs no test and is not a tool call."""
+    return _reply(service.preflight(session))
+
+
 @router.post("/submit")
 def submit(args: SubmitArgs, service: Service, session: SessionId) -> JSONResponse:
     return _reply(service.submit(session, args))
