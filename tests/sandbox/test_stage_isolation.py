@@ -21,6 +21,8 @@ from lossgym.sandbox.stages import StageJob, run_train_stage
 from tests.conftest import REPO
 from tests.sandbox.runner_fixtures import make_test_runner
 
+pytestmark = pytest.mark.slow  # real training runs
+
 TEMPLATE = REPO / "lossgym" / "trainer" / "template" / "custom_pretrain.py"
 CE = "F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)"
 
