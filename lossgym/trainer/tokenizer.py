@@ -24,6 +24,8 @@ from pathlib import Path
 import tiktoken
 import tiktoken.load
 
+from lossgym.trainer.hashing import file_sha256
+
 WHISPER_SDIST = "openai-whisper==20250625"
 RANKS_MEMBER = "whisper/assets/gpt2.tiktoken"
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -44,14 +46,6 @@ class TokenizerError(RuntimeError):
 
 def ranks_path(data_dir: str | os.PathLike) -> Path:
     return Path(data_dir) / "tokenizer" / "gpt2.tiktoken"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pip_download(spec: str, dest: Path, *extra: str) -> Path:
@@ -78,7 +72,7 @@ def prepare_tokenizer(
     Idempotent: a present file with the right hash is left alone.
     """
     target = ranks_path(data_dir)
-    if target.is_file() and _sha256(target) == RANKS_SHA256:
+    if target.is_file() and file_sha256(target) == RANKS_SHA256:
         progress(f"tokenizer: {target} already present (sha256 ok)")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
