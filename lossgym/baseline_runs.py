@@ -156,9 +156,13 @@ def completed(board: dict[str, Any]) -> set[tuple[str, int]]:
 def plan(
     names: Iterable[str], seeds: Iterable[int], done: set[tuple[str, int]]
 ) -> list[tuple[str, int, bool]]:
-    """Every (baseline, seed) to visit, and whether it is already done (skipped)."""
-    seeds = list(seeds)
-    return [(n, s, (BASELINE_PREFIX + n, s) in done) for n in names for s in seeds]
+    """Every (baseline, seed) to visit, and whether it is already done (skipped).
+
+    Seed by seed: every baseline gets its first seed before any gets a second,
+    so the board has all its rows early and the noise estimate fills in later.
+    """
+    names = list(names)
+    return [(n, s, (BASELINE_PREFIX + n, s) in done) for s in seeds for n in names]
 
 
 # ── state file: sessions an interrupted run left waiting on a test ───────────

@@ -51,7 +51,7 @@ or run the whole README walk-through (session, edit, test, edit, test, submit):
 
   scripts/walkthrough.sh {base}
 
-The baselines (cross_entropy, label_smoothing, softcap_ce, z_loss; one seed each
+The baselines (cross_entropy, label_smoothing, softcap_ce, z_loss; two seeds each
 unless --demo-baselines says otherwise) now run in the background through the same
 API, one real test each, so the leaderboard at {base}/ fills in over the next few
 minutes; tests you start queue behind them ({key_note}).
@@ -102,7 +102,7 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Print how to drive the service with curl.")] = False,
     demo_baselines: Annotated[
         int, typer.Option(help="With --demo: run each baseline for this many seeds (0: none).")
-    ] = 1,
+    ] = 2,
     runner: RunnerOption = None,
     isolation: IsolationOption = None,
 ) -> None:

@@ -74,8 +74,8 @@ def test_resume_skips_sessions_with_a_final() -> None:
     done = completed(board)
     assert done == {("baseline:cross_entropy", 1337), ("someone", 1338)}
     assert plan(["cross_entropy", "z_loss"], [1337, 1338], done) == [
-        ("cross_entropy", 1337, True), ("cross_entropy", 1338, False),
-        ("z_loss", 1337, False), ("z_loss", 1338, False),
+        ("cross_entropy", 1337, True), ("z_loss", 1337, False),
+        ("cross_entropy", 1338, False), ("z_loss", 1338, False),
     ]  # fmt: skip
 
 
