@@ -70,9 +70,17 @@ def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> S
         return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
     outcome = _read_training(layout["log"], result)
     outcome.info["run"] = complete_record(job.run_dir, layout["log"])
+    checkpoint = layout["out"] / "model.safetensors"
+    if outcome.status == "failed" and result.exit_code and checkpoint.is_file():
+        # A rank that dies after rank 0 wrote the checkpoint (torch's gloo
+        # teardown occasionally aborts a rank at exit) changes nothing that
+        # counts: the checkpoint is complete (written, then renamed) and the
+        # trusted evaluator judges it. Failing the test would charge the agent
+        # for a crash of the library, so evaluate and keep the exit code.
+        outcome.status, outcome.reason = "ok", ""
+        outcome.info["exit_code_after_checkpoint"] = result.exit_code
     if outcome.status != "ok":
         return outcome
-    checkpoint = layout["out"] / "model.safetensors"
     if not checkpoint.is_file():
         outcome.status, outcome.reason = "failed", "The training run wrote no checkpoint."
         return outcome

@@ -85,3 +85,27 @@ def test_record_lands_in_stage_info(tmp_path):
     assert run["device_source"] == "train.log"
     assert run == json.loads((job.run_dir / "run.json").read_text())
     assert json.loads(json.dumps(outcome.info)) == outcome.info  # JSON column safe
+
+
+class CrashAtExitRunner:
+    """Training writes its checkpoint, then a rank dies (exit -6); evaluation succeeds."""
+
+    def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        spec.log_path.write_text("saved out/model.safetensors\nterminate called\n")
+        if "torch.distributed.run" in spec.argv:
+            (spec.cwd.parent / "out" / "model.safetensors").write_bytes(b"weights")
+            return RunResult(-6, False, False, 0.1)
+        (spec.cwd / "metrics.json").write_text('{"metrics": {"val_loss_tiny-cpu": 5.5}}')
+        return RunResult(0, False, False, 0.1)
+
+
+def test_a_crash_after_the_checkpoint_is_still_evaluated(tmp_path):
+    outcome = run_train_stage(_job(tmp_path), CrashAtExitRunner(), threading.Event())
+    assert outcome.status == "ok" and outcome.metrics == {"val_loss_tiny-cpu": 5.5}
+    assert outcome.info["exit_code_after_checkpoint"] == -6
+
+
+def test_a_crash_without_a_checkpoint_fails(tmp_path):
+    runner = FakeRunner("Traceback ...\nRuntimeError: late failure\n", exit_code=1)
+    outcome = run_train_stage(_job(tmp_path), runner, threading.Event())
+    assert outcome.status == "failed" and "exited with status 1" in outcome.reason

@@ -55,6 +55,9 @@ def make_workspace(root: Path, template_text: str | None = None) -> Path:
     return ws
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def run_training(
     ws: Path, config_path: Path, nproc: int | None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
@@ -66,14 +69,15 @@ def run_training(
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         cmd += [f"--nproc_per_node={nproc}", script]
-    return subprocess.run(
-        cmd,
-        cwd=ws,
-        env=subprocess_env(LOSSGYM_CONFIG=str(config_path)),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    env = subprocess_env(LOSSGYM_CONFIG=str(config_path))
+    for _ in range(2):
+        proc = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=timeout)
+        # Rarely, torch's gloo teardown aborts a rank after all the work is done
+        # ("terminate called without an active exception", exit -6); the worker
+        # evaluates the checkpoint anyway (sandbox/stages.py). Here: run again.
+        if not (proc.returncode and TEARDOWN_ABORT in proc.stdout + proc.stderr):
+            break
+    return proc
 
 
 def run_evaluator(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
