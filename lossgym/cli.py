@@ -14,6 +14,7 @@ import typer
 from lossgym.config import Settings
 
 if TYPE_CHECKING:
+    from lossgym.sandbox.runner import Runner
     from lossgym.trainer.text_shards import SplitPlan, TextSource
 
 app = typer.Typer(help="LossGym: agents research training losses for GPT-2.", no_args_is_help=True)
@@ -74,8 +75,8 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from error
 
 
-def _checked_runner(settings: Settings) -> None:
-    """Fail at start, with the reason, if the configured runner cannot work here."""
+def _checked_runner(settings: Settings) -> Runner:
+    """The configured runner; fail at start, with the reason, if it cannot work here."""
     from lossgym.sandbox.runner import make_runner
 
     try:
@@ -83,8 +84,9 @@ def _checked_runner(settings: Settings) -> None:
     except (RuntimeError, ValueError) as error:
         typer.echo(f"error: runner {settings.runner!r}: {error}", err=True)
         raise typer.Exit(2) from error
-    gpus = settings.gpus or "none"
-    typer.echo(f"runner {runner.name}, GPUs {gpus}")
+    gpus = settings.gpus or "(empty: every GPU the worker sees)"
+    typer.echo(f"runner {runner.name}, LOSSGYM_GPUS={gpus}")
+    return runner
 
 
 def _logging() -> None:
@@ -151,13 +153,14 @@ def run_worker(
 
     _logging()
     settings = _settings(runner=runner, isolation=isolation)
-    _checked_runner(settings)
+    checked = _checked_runner(settings)
     db = Database(settings.database)
     db.create_schema()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    Worker(settings, db, TaskCache(settings.tasks_dir), alive_file=alive_file).run_forever(stop)
+    tasks = TaskCache(settings.tasks_dir)
+    Worker(settings, db, tasks, runner=checked, alive_file=alive_file).run_forever(stop)
 
 
 @data_app.command("prepare")

@@ -19,7 +19,15 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossgym.sandbox.runner import PYTHON, Mount, RunResult, RunSpec, prepare_writable
+from lossgym.sandbox.runner import (
+    PYTHON,
+    Mount,
+    RunResult,
+    RunSpec,
+    prepare_writable,
+    read_pid_file,
+    write_pid_file,
+)
 from lossgym.sandbox.runner import python_runtime as host_python_runtime
 
 if TYPE_CHECKING:
@@ -98,8 +106,7 @@ class DockerRunner:
         start = time.monotonic()
         container = self.client.containers.create(**self.container_args(spec))
         try:
-            if spec.pid_file is not None:
-                spec.pid_file.write_text(f"docker {container.name} {spec.cwd}\n")
+            write_pid_file(spec, "docker", container.name)
             container.start()
             copier = threading.Thread(target=_copy_logs, args=(container, spec.log_path))
             copier.start()
@@ -179,13 +186,10 @@ class DockerRunner:
 
     def kill_stale(self, pid_file: Path) -> None:
         """Remove the container a dead worker's run left behind."""
-        try:
-            kind, name, _cwd = pid_file.read_text().split(maxsplit=2)
-        except (OSError, ValueError):
-            return
-        if kind == "docker":
+        record = read_pid_file(pid_file)
+        if record is not None and record[0] == "docker":
             with contextlib.suppress(Exception):
-                self.client.containers.get(name).remove(force=True)
+                self.client.containers.get(record[1]).remove(force=True)
 
 
 def parse_path_map(text: str) -> dict[str, str]:

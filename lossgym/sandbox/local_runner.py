@@ -21,7 +21,15 @@ import threading
 import time
 from pathlib import Path
 
-from lossgym.sandbox.runner import PYTHON, RunResult, RunSpec, prepare_writable, python_runtime
+from lossgym.sandbox.runner import (
+    PYTHON,
+    RunResult,
+    RunSpec,
+    prepare_writable,
+    python_runtime,
+    read_pid_file,
+    write_pid_file,
+)
 
 KILL_GRACE_S = 5.0
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/alternatives")
@@ -58,8 +66,7 @@ class LocalRunner:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            if spec.pid_file is not None:
-                spec.pid_file.write_text(f"{socket.gethostname()} {proc.pid} {spec.cwd}\n")
+            write_pid_file(spec, socket.gethostname(), proc.pid)
             timed_out = cancelled = False
             while True:
                 try:
@@ -104,13 +111,10 @@ class LocalRunner:
 
     def kill_stale(self, pid_file: Path) -> None:
         """Kill every process of the recorded group still working inside the run dir."""
-        try:
-            owner, pgid, _cwd = pid_file.read_text().split(maxsplit=2)
-        except (OSError, ValueError):
+        record = read_pid_file(pid_file)
+        if record is None or record[0] != socket.gethostname() or not record[1].isdigit():
             return
-        if owner != socket.gethostname() or not pgid.isdigit():
-            return
-        for pid in group_members(int(pgid), str(pid_file.parent)):
+        for pid in group_members(int(record[1]), str(pid_file.parent)):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 

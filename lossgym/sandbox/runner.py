@@ -78,6 +78,21 @@ def base_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def write_pid_file(spec: RunSpec, owner: str, handle: object) -> None:
+    """Record `<owner> <handle> <cwd>` so a later worker can find and kill this run."""
+    if spec.pid_file is not None:
+        spec.pid_file.write_text(f"{owner} {handle} {spec.cwd}\n")
+
+
+def read_pid_file(pid_file: Path) -> tuple[str, str] | None:
+    """(owner, handle) from a pid file, or None when it is missing or garbled."""
+    try:
+        owner, handle, _cwd = pid_file.read_text().split(maxsplit=2)
+    except (OSError, ValueError):
+        return None
+    return owner, handle
+
+
 def prepare_writable(spec: RunSpec) -> None:
     """Writable mounts must exist and accept the sandbox's unprivileged user."""
     for mount in spec.mounts:
