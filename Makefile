@@ -12,7 +12,7 @@ DATASET ?= shakespeare
 DATA_STAMP := data/$(DATASET)/meta.json
 PYTEST_ARGS ?=
 
-.PHONY: install data demo serve test test-fast lint format clean
+.PHONY: install data sandbox demo serve test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,16 +28,22 @@ $(DATA_STAMP): $(STAMP)
 
 data: $(DATA_STAMP)
 
-demo: data
+# Agent code runs only in a sandbox: bubblewrap, installed here when it can be.
+sandbox:
+	@scripts/ensure-sandbox.sh
+
+demo: data sandbox
 	$(VENV)/bin/lossgym serve --demo
 
-serve: data
+serve: data sandbox
 	$(VENV)/bin/lossgym serve
 
 test: data
+	@scripts/ensure-sandbox.sh --optional
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: data
+	@scripts/ensure-sandbox.sh --optional
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -156,6 +156,8 @@ def main() -> None:
 def _runner_settings(kind: str) -> dict[str, object]:
     if kind == "bwrap":
         return {"isolation": "bwrap"}
+    if kind == "local":
+        return {"isolation": "none"}
     if kind == "docker":
         from tests.sandbox.runner_fixtures import DOCKER_IMAGE
 

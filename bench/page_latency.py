@@ -27,13 +27,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lossgym.config import Settings  # noqa: E402
-from lossgym.env.catalog import TaskCache  # noqa: E402
 from lossgym.env.service import EpisodeService  # noqa: E402
 from lossgym.env.tools import SubmitArgs  # noqa: E402
 from lossgym.leaderboard import store  # noqa: E402
 from lossgym.leaderboard.db import Database  # noqa: E402
 from lossgym.leaderboard.models import Base  # noqa: E402
-from tests.conftest import run_server  # noqa: E402
+from tests.conftest import make_service, run_server  # noqa: E402
 from tests.leaderboard.lbtest_helpers import TASK, finish_test, primary_key  # noqa: E402
 from tests.leaderboard.page_helpers import _edit  # noqa: E402
 
@@ -149,7 +148,7 @@ def main() -> None:
         ).resolved()  # fmt: skip
         db = Database(settings.database)
         db.create_schema()
-        service = EpisodeService(settings, db, TaskCache(settings.tasks_dir))
+        service = make_service(settings, db)
         start = time.perf_counter()
         sid = template_session(service, db, args.tests_per_session)
         clone(db, sid, args.sessions - 1)

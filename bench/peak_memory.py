@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from lossgym.env.task import load_task  # noqa: E402
 from lossgym.sandbox.local_runner import LocalRunner  # noqa: E402
-from lossgym.sandbox.stages import StageJob, run_train_stage  # noqa: E402
+from lossgym.sandbox.stages import StageJob, run_train_stage, train_job  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 GB = 1e9
@@ -125,13 +125,10 @@ def stage_jobs(args: argparse.Namespace, runs_dir: Path) -> list[StageJob]:
         if stage.kind != "train":
             print(f"skipping {stage.kind} stage {stage.label}")
             continue
-        jobs.append(StageJob(
-            run_dir=runs_dir / stage.label, files=task.workspace_files(),
-            entrypoint=task.spec.workspace[0].path, dataset_dir=args.data_dir / stage.dataset,
-            label=stage.label, nproc=stage.nproc, time_limit_s=stage.time_limit_s,
-            train_config=stage.train_config(), model_config=stage.model.model_dump(),
-            val_tokens=stage.val_tokens, seed=task.spec.seeds[0],
-        ))  # fmt: skip
+        ws = task.new_workspace()
+        regions = {p: [r.to_dict() for r in ws.regions_of(p)] for p in ws.files}
+        jobs.append(train_job(task, stage, runs_dir / stage.label, args.data_dir,
+                              dict(ws.files), regions, task.spec.seeds[0]))  # fmt: skip
     return jobs
 
 
@@ -171,7 +168,7 @@ def main() -> int:
     p.add_argument("--tasks-dir", type=Path, default=REPO / "tasks")
     default_data = os.environ.get("LOSSGYM_DATA_DIR", str(REPO / "data"))
     p.add_argument("--data-dir", type=Path, default=Path(default_data).resolve())
-    p.add_argument("--isolation", choices=("none", "bwrap"), default="none")
+    p.add_argument("--isolation", choices=("none", "bwrap"), default="bwrap")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between samples")
     p.add_argument("--limit-gb", type=float, default=4.0)
     args = p.parse_args()

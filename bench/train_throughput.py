@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -83,11 +84,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=os.environ.get("LOSSGYM_DATA_DIR", str(REPO / "data")))
     p.add_argument("--dataset", help="[the profile's if prepared, else shakespeare]")
+    p.add_argument("--direct", action="store_true",
+                   help="run the template file itself, not through lossgym.trainer.launch "
+                        "(the regions' own namespace and the detached-logits bridge)")  # fmt: skip
     args = p.parse_args()
     args.warmup = min(3, args.iters - 1) if args.warmup is None else args.warmup
     if args.iters <= args.warmup or args.iters < 2:
         p.error("--iters must exceed --warmup (and be at least 2)")
     return args
+
+
+def template_regions(args: argparse.Namespace) -> list:
+    sys.path.insert(0, str(REPO))
+    from lossgym.env.task import load_task
+
+    return list(load_task(args.tasks_dir, args.task).spec.workspace[0].editable)
 
 
 def resolve(args: argparse.Namespace) -> dict:
@@ -126,7 +137,13 @@ def run_template(run: dict, args: argparse.Namespace) -> subprocess.CompletedPro
         cfg_path = Path(tmp) / "config.json"
         cfg_path.write_text(json.dumps(config))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={run['nproc']}", str(TEMPLATE)]  # fmt: skip
+               f"--nproc_per_node={run['nproc']}"]  # fmt: skip
+        if args.direct:
+            cmd.append(str(TEMPLATE))
+        else:  # as the worker runs it
+            regions = [r.model_dump() for r in template_regions(args)]
+            cmd += ["--no-python", sys.executable, "-I", "-u", "-m", "lossgym.trainer.launch",
+                    "--script", str(TEMPLATE), "--regions", json.dumps(regions)]  # fmt: skip
         env = {**os.environ, "LOSSGYM_CONFIG": str(cfg_path), "OMP_NUM_THREADS": "1"}
         return subprocess.run(cmd, env=env, capture_output=True, text=True)
 
@@ -161,7 +178,9 @@ def main() -> int:
           f"{run['n_embd']}D block {run['block_size']}, {run['nproc']} proc x batch "
           f"{run['batch_size']} x accum {run['grad_accum']} = {tokens_per_iter:,} tokens/iter, "
           f"compile={run['compile']}, device {device}, data {run['dataset']}")  # fmt: skip
-    print(f"template summary: {summary}")
+    print(f"template summary ({'direct' if args.direct else 'through the launcher'}): {summary}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"peak RSS of the largest process (a rank): {peak:.2f} GiB")
     ms_iter = tokens_per_iter / tok_s * 1000
     print(f"steady state (median of iters {args.warmup + 1}..{args.iters}): {tok_s:,.0f} tok/s, "
           f"{ms_iter:.0f} ms/iter, {mfu_text(run, tok_s, device)}")  # fmt: skip

@@ -32,7 +32,8 @@ RunnerOption = Annotated[
 IsolationOption = Annotated[
     str | None,
     typer.Option(
-        help="Local runner: 'none' or 'bwrap' (bubblewrap) [default: LOSSGYM_ISOLATION or none]."
+        help="Local runner: 'auto' or 'bwrap' sandbox agent code in bubblewrap; 'none' runs it "
+        "unisolated (trusted code only) [default: LOSSGYM_ISOLATION or auto]."
     ),
 ]
 DataDir = Annotated[
@@ -77,7 +78,7 @@ def _settings(**overrides: object) -> Settings:
 
 def _checked_runner(settings: Settings) -> Runner:
     """The configured runner; fail at start, with the reason, if it cannot work here."""
-    from lossgym.sandbox.runner import make_runner
+    from lossgym.sandbox.runner import UNISOLATED_WARNING, make_runner
 
     try:
         runner = make_runner(settings)
@@ -85,7 +86,9 @@ def _checked_runner(settings: Settings) -> Runner:
         typer.echo(f"error: runner {settings.runner!r}: {error}", err=True)
         raise typer.Exit(2) from error
     gpus = settings.gpus or "(empty: every GPU the worker sees)"
-    typer.echo(f"runner {runner.name}, LOSSGYM_GPUS={gpus}")
+    typer.echo(f"sandbox {runner.describe()}, LOSSGYM_GPUS={gpus}")
+    if not runner.isolated:
+        typer.secho(UNISOLATED_WARNING, fg=typer.colors.RED, err=True)
     return runner
 
 
@@ -117,8 +120,7 @@ def serve(
     settings = _settings(
         host=host, port=port, worker_in_api=worker, runner=runner, isolation=isolation
     )
-    if worker:
-        _checked_runner(settings)
+    _checked_runner(settings)  # pre-flight smoke runs use it too, with or without a worker
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(f"LossGym on {base}  (API docs: /docs, leaderboard: /)")
     typer.echo(f"database {settings.database}, data {settings.data_dir}, runs {settings.runs_dir}")

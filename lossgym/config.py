@@ -32,8 +32,8 @@ class Settings(BaseSettings):
         900.0, description="Longest a waiting /test call blocks before it returns the job state."
     )
     max_content_bytes: int = Field(64 * 1024, description="Largest edit content accepted.")
-    preflight_timeout_s: float = Field(
-        60.0, description="Time limit of the pre-flight smoke run of compute_loss."
+    preflight_per_minute: int = Field(
+        10, ge=1, description="Pre-flight smoke runs a session may start per minute."
     )
     max_request_bytes: int = Field(256 * 1024, description="Largest request body accepted.")
 
@@ -50,8 +50,10 @@ class Settings(BaseSettings):
     runner: Literal["local", "docker"] = Field(
         "local", description="'local': subprocesses; 'docker': one container per process."
     )
-    isolation: Literal["none", "bwrap"] = Field(
-        "none", description="Local runner only: 'bwrap' runs each process inside bubblewrap."
+    isolation: Literal["auto", "bwrap", "none"] = Field(
+        "auto",
+        description="Local runner: 'auto'/'bwrap' sandbox agent code in bubblewrap (auto fails "
+        "with the reason where it cannot); 'none' runs it unisolated, an explicit opt-in.",
     )
     sandbox_user: str = Field("65534:65534", description="uid:gid the sandboxed code runs as.")
     docker_image: str = Field("lossgym-trainer", description="Image the Docker runner starts.")

@@ -33,6 +33,17 @@ def data_dir() -> Path:
     return path
 
 
+def test_isolation() -> str:
+    """bubblewrap where it works (CI provides it); elsewhere the tests that are not about
+    the sandbox run agent code unisolated, and the sandbox's own tests skip."""
+    from lossgym.sandbox.local_runner import bwrap_problem
+
+    return "auto" if bwrap_problem() is None else "none"
+
+
+test_isolation.__test__ = False  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def settings(tmp_path: Path, data_dir: Path) -> Settings:
     return Settings(
@@ -42,6 +53,7 @@ def settings(tmp_path: Path, data_dir: Path) -> Settings:
         worker_in_api=False,
         operator_key=OPERATOR_KEY,
         worker_poll_s=0.2,
+        isolation=test_isolation(),
     ).resolved()
 
 
@@ -53,9 +65,18 @@ def db(settings: Settings) -> Iterator[Database]:
     database.dispose()
 
 
+def make_service(settings: Settings, db: Database) -> EpisodeService:
+    """The episode service with the pre-flight of the configured sandbox, as `serve` has."""
+    from lossgym.sandbox.preflight import Preflight
+    from lossgym.sandbox.runner import make_runner
+
+    preflight = Preflight(make_runner(settings), settings.runs_dir / "preflight")
+    return EpisodeService(settings, db, TaskCache(settings.tasks_dir), preflight)
+
+
 @pytest.fixture
 def service(settings: Settings, db: Database) -> EpisodeService:
-    return EpisodeService(settings, db, TaskCache(settings.tasks_dir))
+    return make_service(settings, db)
 
 
 def fast_tasks_dir(tmp_path: Path, **stage_overrides: object) -> Path:
@@ -103,7 +124,7 @@ def run_server(settings: Settings, worker: bool) -> Iterator[str]:
         LOSSGYM_OPERATOR_KEY=settings.operator_key,
         LOSSGYM_TASKS_DIR=str(settings.tasks_dir),
         LOSSGYM_LEASE_S=str(settings.lease_s),
-        LOSSGYM_PREFLIGHT_TIMEOUT_S=str(settings.preflight_timeout_s),
+        LOSSGYM_PREFLIGHT_PER_MINUTE=str(settings.preflight_per_minute),
         LOSSGYM_WORKER_POLL_S="0.2",
         LOSSGYM_RUNNER=settings.runner,
         LOSSGYM_ISOLATION=settings.isolation,

@@ -14,7 +14,7 @@ from lossgym.agent_api import errors
 from lossgym.agent_api.routes import leaderboard, pages, sessions, tools
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
-from lossgym.env.service import EpisodeService
+from lossgym.env.service import EpisodeService, PreflightCheck
 from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.service import LeaderboardService
 
@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
         db = Database(settings.database)
         db.create_schema()
         tasks = TaskCache(settings.tasks_dir)
-        app.state.service = EpisodeService(settings, db, tasks)
+        app.state.service = EpisodeService(settings, db, tasks, _preflight(settings))
         app.state.leaderboard = LeaderboardService(db, tasks)
         stop = threading.Event()
         worker_thread = _start_worker(settings, db, tasks, stop) if settings.worker_in_api else None
@@ -60,6 +60,17 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _preflight(settings: Settings) -> PreflightCheck:
+    """Pre-flight runs the agent's compute_loss in the configured sandbox, never here."""
+    from lossgym.sandbox.preflight import Preflight
+    from lossgym.sandbox.runner import UNISOLATED_WARNING, make_runner
+
+    runner = make_runner(settings)
+    if not runner.isolated:
+        log.warning(UNISOLATED_WARNING)
+    return Preflight(runner, settings.runs_dir / "preflight", settings.preflight_per_minute)
 
 
 def _start_worker(

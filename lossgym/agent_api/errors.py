@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from lossgym.env.errors import AgentError
+from lossgym.env.errors import AgentError, RateLimited, ServiceUnavailable
 from lossgym.env.service import Forbidden, NotFound, SessionEnded, Unauthorized
 
 
@@ -27,6 +27,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AgentError)
     async def agent_error(_: Request, exc: AgentError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return _error(429, str(exc))
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:
+        return _error(503, str(exc))
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:

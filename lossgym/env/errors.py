@@ -25,3 +25,12 @@ class AgentError(Exception):
 
 class TaskSpecError(Exception):
     """A task directory (task.yaml, description, baselines, sources) is invalid."""
+
+
+class RateLimited(AgentError):
+    """Too many calls of a free but costly kind (HTTP 429); the text says when to retry."""
+
+
+class ServiceUnavailable(Exception):
+    """The service cannot do it now, through no fault of the agent (HTTP 503); nothing
+    was spent or changed. The message is the agent's text."""

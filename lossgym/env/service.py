@@ -16,21 +16,20 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from lossgym.config import Settings
 from lossgym.env import episode, texts
 from lossgym.env.catalog import TaskCache
-from lossgym.env.errors import AgentError, TaskSpecError
-from lossgym.env.task import Task
+from lossgym.env.errors import AgentError, RateLimited, TaskSpecError
+from lossgym.env.task import PreflightSpec, Task
 from lossgym.env.tools import EditArgs, SubmitArgs, UndoArgs, ViewArgs, tool_schemas
-from lossgym.env.workspace import Workspace
+from lossgym.env.workspace import Region, Workspace
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.models import SessionRow, TestRow, ToolCallRow, utcnow
-from lossgym.sandbox.preflight import check_workspace
 
 FINISHED = ("done", "failed", "error")
 BASELINE_PREFIX = "baseline:"
@@ -62,12 +61,28 @@ class ToolResult:
 Action = Callable[[Session, SessionRow, Task], tuple[str, dict[str, Any]]]
 
 
+class PreflightCheck(Protocol):
+    """The free pre-flight of a workspace (lossgym.sandbox.preflight.Preflight)."""
+
+    def check(
+        self,
+        session_id: str,
+        files: dict[str, str],
+        regions: dict[str, list[Region]],
+        spec: PreflightSpec,
+    ) -> None:
+        """Raise AgentError (RateLimited, too) with the agent's text unless it passes."""
+        ...
+
+
 class EpisodeService:
-    def __init__(self, settings: Settings, db: Database, tasks: TaskCache) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, tasks: TaskCache, preflight: PreflightCheck
+    ) -> None:
         self.settings = settings
         self.db = db
         self.tasks = tasks
-        self._preflight_passed: set[str] = set()  # workspace hashes that passed pre-flight
+        self.preflight_check = preflight
 
     # ── Sessions ────────────────────────────────────────────────────────────
 
@@ -120,6 +135,7 @@ class EpisodeService:
             "profile": profile,
             "description": self._description(task, profile, workspace),
             "workspace": {path: workspace.render_listing(path) for path in workspace.files},
+            "regions": _regions(workspace),
             "tools": tool_schemas("openai"),
         }
 
@@ -317,24 +333,25 @@ class EpisodeService:
         return texts.test_report(test.n, remaining, views, task.spec.hidden_metrics)
 
     def _preflight(self, session_id: str) -> tuple[str, AgentError | None]:
-        """Check the current workspace; passing content hashes are remembered."""
+        """Check the current workspace (outside any transaction: the smoke run takes seconds).
+
+        A rate-limited check is raised, not returned: it is not the code's fault,
+        so /test must not record it as a failed pre-flight.
+        """
         with self.db.transaction() as db:
             session = self._get(db, session_id)
             if session.status != "active":
                 raise SessionEnded(_ended_text(session))
             workspace = self._workspace(session)
-        digest = workspace.content_hash()
-        if digest in self._preflight_passed:
-            return digest, None
+            spec = self.tasks.get(session.task).spec.preflight
+        regions = {path: workspace.regions_of(path) for path in workspace.files}
         try:
-            regions = {path: workspace.regions_of(path) for path in workspace.files}
-            check_workspace(workspace.files, regions, self.settings.preflight_timeout_s)
+            self.preflight_check.check(session_id, dict(workspace.files), regions, spec)
+        except RateLimited:
+            raise
         except AgentError as error:
-            return digest, error
-        if len(self._preflight_passed) > 10_000:
-            self._preflight_passed.clear()  # a bound, not an LRU: re-checking is only slower
-        self._preflight_passed.add(digest)
-        return digest, None
+            return workspace.content_hash(), error
+        return workspace.content_hash(), None
 
     def _repeated_submit(self, session_id: str, n: int) -> ToolResult | None:
         """A second submit of the already-final test answers the same; it is idempotent."""

@@ -92,6 +92,8 @@ class TestRow(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|done|failed
     valid: Mapped[bool] = mapped_column(default=False)  # every stage finished with finite metrics
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The runner that ran it: "bwrap", "docker", or "local" (no isolation, an opt-in).
+    sandbox: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 

@@ -24,6 +24,8 @@ from lossgym.leaderboard.models import (
 )
 from lossgym.leaderboard.ranking import SessionResult
 
+UNISOLATED = "local"  # the runner name of LOSSGYM_ISOLATION=none
+
 
 @dataclass(frozen=True)
 class _Final:
@@ -45,6 +47,7 @@ def session_results(db: Session, task: str, profile: str) -> list[SessionResult]
     finals = _finals(db, in_board)
     elapsed = _final_elapsed(db, in_board)
     unfinished = _unfinished(db, in_board)
+    unisolated = _unisolated(db, in_board)
     results = []
     for sid, agent, seed, status, created_at, tests_used, ended_reason in sessions:
         final = finals.get(sid)
@@ -57,6 +60,7 @@ def session_results(db: Session, task: str, profile: str) -> list[SessionResult]
                 final_kind=None if final is None else final.kind,
                 metrics={} if final is None else dict(final.metrics),
                 elapsed_s=0.0 if final is None else elapsed.get(final.test_id, 0.0),
+                unisolated=sid in unisolated,
             )
         )  # fmt: skip
     return results
@@ -91,6 +95,17 @@ def _unfinished(db: Session, in_board: Sequence[Any]) -> dict[str, int]:
         .group_by(TestRow.session_id)
     ).all()
     return {sid: int(count) for sid, count in rows}
+
+
+def _unisolated(db: Session, in_board: Sequence[Any]) -> set[str]:
+    """Sessions with a test that ran without a sandbox (the runner "local")."""
+    rows = db.execute(
+        select(TestRow.session_id)
+        .join(SessionRow, SessionRow.id == TestRow.session_id)
+        .where(*in_board, TestRow.sandbox == UNISOLATED)
+        .distinct()
+    ).scalars()
+    return set(rows)
 
 
 def session_tests(db: Session, session_id: str) -> list[TestRow]:

@@ -56,6 +56,7 @@ class SessionResult:
     final_kind: str | None = None  # submitted | auto
     metrics: dict[str, float] = field(default_factory=dict)  # the final test's, hidden included
     elapsed_s: float = 0.0  # the final test's stages, summed
+    unisolated: bool = False  # a test of it ran without a sandbox (LOSSGYM_ISOLATION=none)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ def build_row(
         "metrics": dict(result.metrics) if result.final_test is not None else {},
         "elapsed_s": result.elapsed_s if result.final_test is not None else None,
         "agent_stats": None if group is None else dict(group),
+        "unisolated": result.unisolated,
     }
 
 
@@ -299,7 +301,7 @@ def mean_curve(curves: Iterable[Sequence[Sequence[float]]]) -> list[list[float]]
 CSV_COLUMNS = (
     "rank", "status", "agent", "baseline", "session_id", "seed", "date", "tests_used",
     "final_test", "auto_submitted", "value", "delta", "noise", "agent_n", "agent_mean",
-    "agent_std", "elapsed_s",
+    "agent_std", "elapsed_s", "unisolated",
 )  # fmt: skip
 
 

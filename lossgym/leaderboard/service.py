@@ -161,6 +161,7 @@ def _test(test: TestRow, template: dict[str, str]) -> dict[str, Any]:
         "created_at": iso(test.created_at),
         "finished_at": iso(test.finished_at),
         "metrics": dict(test.metrics),
+        "sandbox": test.sandbox,
         "elapsed_s": sum(s.elapsed_s for s in test.stages),
         "revision": revision.seq,
         "content_hash": revision.content_hash,

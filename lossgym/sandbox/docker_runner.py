@@ -11,6 +11,7 @@ Output is streamed into the run's log while the container runs.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sys
 import threading
@@ -20,12 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossgym.sandbox.runner import (
-    PYTHON,
     Mount,
     RunResult,
     RunSpec,
+    check_mounts,
+    oom_line,
+    parse_user,
     prepare_writable,
     read_pid_file,
+    substitute_python,
     write_pid_file,
 )
 from lossgym.sandbox.runner import python_runtime as host_python_runtime
@@ -58,6 +62,7 @@ def docker_client() -> docker.DockerClient:
 
 class DockerRunner:
     name = "docker"
+    isolated = True
 
     def __init__(
         self,
@@ -71,14 +76,21 @@ class DockerRunner:
         pids_limit: int = 4096,
         path_map: dict[str, str] | None = None,
         client: docker.DockerClient | None = None,
+        hidden: list[Path] | None = None,
     ) -> None:
         self.client = client or docker_client()
         self.image, self.python, self.runtime = image, python, runtime or []
-        self.user, self.memory, self.shm_size, self.pids_limit = user, memory, shm_size, pids_limit
-        self.path_map = path_map or {}
+        # A worker that is not root cannot hand directories to another user, so
+        # its containers run as itself (still unprivileged, still isolated).
+        self.user = user if os.geteuid() == 0 else f"{os.geteuid()}:{os.getegid()}"
+        self.memory, self.shm_size, self.pids_limit = memory, shm_size, pids_limit
+        self.path_map, self.hidden = path_map or {}, hidden or []
+
+    def describe(self) -> str:
+        return f"docker (image {self.image}; limits: the stage's, else memory {self.memory})"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DockerRunner:
+    def from_settings(cls, settings: Settings, hidden: list[Path] | None = None) -> DockerRunner:
         host = settings.docker_host_python
         client = docker_client()
         try:
@@ -98,11 +110,13 @@ class DockerRunner:
             pids_limit=settings.docker_pids,
             path_map=parse_path_map(settings.docker_path_map) or detect_path_map(client),
             client=client,
+            hidden=hidden,
         )
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        check_mounts(spec, self.hidden)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        prepare_writable(spec)
+        prepare_writable(spec, parse_user(self.user))
         start = time.monotonic()
         container = self.client.containers.create(**self.container_args(spec))
         try:
@@ -114,7 +128,8 @@ class DockerRunner:
             copier.join(timeout=30)
             if exit_code is not None and _oom_killed(container):
                 with open(spec.log_path, "a") as log:
-                    log.write(f"\n[sandbox] killed: out of memory (limit {self.memory})\n")
+                    limit = spec.limits.memory_text() if spec.limits.memory_bytes else self.memory
+                    log.write(oom_line(limit))
         finally:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
@@ -145,7 +160,7 @@ class DockerRunner:
         from docker.types import DeviceRequest
         from docker.types import Mount as DockerMount
 
-        argv = [self.python if spec.argv[0] == PYTHON else spec.argv[0], *spec.argv[1:]]
+        argv = substitute_python(spec.argv, self.python)
         mounts = [
             DockerMount(str(m.path), self.host_path(m.path), type="bind", read_only=not m.writable)
             for m in self.runtime + spec.mounts
@@ -167,9 +182,10 @@ class DockerRunner:
             mounts=mounts,
             tmpfs={"/tmp": "rw,size=1g,mode=1777"},
             shm_size=self.shm_size,
-            mem_limit=self.memory,
-            memswap_limit=self.memory,
-            pids_limit=self.pids_limit,
+            mem_limit=spec.limits.memory_bytes or self.memory,
+            memswap_limit=spec.limits.memory_bytes or self.memory,
+            pids_limit=spec.limits.pids or self.pids_limit,
+            nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             device_requests=gpus if spec.gpus else [],

@@ -1,19 +1,29 @@
-"""`LocalRunner`: a subprocess on this machine, in its own process group.
+"""`LocalRunner`: a process tree on this machine, inside bubblewrap unless opted out.
 
-A timeout or cancel kills the whole group (torchrun and every rank), not just
-the parent. With `isolation="bwrap"` the command runs inside bubblewrap: new
-network, PID, IPC and user namespaces, the system directories and the Python
-runtime read-only, the spec's mounts and nothing else, so the validation shards
-and the service's files do not exist for it.
+With `isolation="bwrap"` (the default) the command runs inside bubblewrap: new
+network, PID, IPC, UTS and user namespaces, the system directories and the
+Python runtime read-only, the spec's mounts and nothing else, so the database,
+the validation shards and other runs do not exist for it. A root worker also
+drops to the sandbox user (65534) before bubblewrap starts, when every path the
+run binds is reachable by that user.
+
+Every run gets a cgroup of its own where the machine allows (`cgroups.py`):
+the run's `Limits` are enforced there, and the end of a run kills the whole
+group, children that left the process group included. Without a cgroup,
+bubblewrap's PID namespace still takes the whole tree down with it.
+`isolation="none"` runs the command as a plain subprocess: an explicit,
+warned opt-in for trusted code only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -21,71 +31,138 @@ import threading
 import time
 from pathlib import Path
 
+from lossgym.sandbox import cgroups
 from lossgym.sandbox.runner import (
-    PYTHON,
     RunResult,
     RunSpec,
+    check_mounts,
+    oom_line,
+    parse_user,
     prepare_writable,
     python_runtime,
     read_pid_file,
+    substitute_python,
     write_pid_file,
 )
 
+log = logging.getLogger("lossgym.sandbox")
 KILL_GRACE_S = 5.0
+ENTER = str(Path(__file__).with_name("enter.py"))
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc/alternatives")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/nsswitch.conf", "/etc/localtime")
+NVIDIA_CONTROL = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "nvidia-caps")
 HOSTNAME = "sandbox"
 # torchrun's rendezvous resolves the host name, so the sandbox's must resolve.
 HOSTS = f"127.0.0.1 localhost {HOSTNAME}\n::1 localhost ip6-localhost\n"
 
 
-class LocalRunner:
-    name = "local"
+def bwrap_problem() -> str | None:
+    """Why bubblewrap cannot sandbox here, or None."""
+    if sys.platform != "linux":
+        return f"bubblewrap needs Linux; this is {sys.platform}"
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    probe = subprocess.run(
+        ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        return f"bubblewrap cannot create namespaces here: {probe.stderr.strip()}"
+    return None
 
-    def __init__(self, isolation: str = "none", user: str = "65534:65534") -> None:
+
+class LocalRunner:
+    def __init__(
+        self,
+        isolation: str = "bwrap",
+        user: str = "65534:65534",
+        hidden: list[Path] | None = None,
+        use_cgroups: bool = True,
+    ) -> None:
         if isolation not in ("none", "bwrap"):
-            raise ValueError(f"unknown isolation {isolation!r}: use 'none' or 'bwrap'")
-        if isolation == "bwrap" and shutil.which("bwrap") is None:
-            raise RuntimeError("isolation 'bwrap' needs bubblewrap: apt-get install bubblewrap")
-        self.isolation = isolation
-        self.user = user
-        if isolation == "bwrap":
-            self.name = "local+bwrap"
+            raise ValueError(f"unknown isolation {isolation!r}: use 'bwrap' or 'none'")
+        if isolation == "bwrap" and (problem := bwrap_problem()):
+            raise RuntimeError(problem)
+        self.isolation, self.user, self.hidden = isolation, parse_user(user), hidden or []
+        self.isolated = isolation == "bwrap"
+        self.name = "bwrap" if self.isolated else "local"
+        found = cgroups.detect() if use_cgroups else "cgroups disabled"
+        self.cgroups = found if isinstance(found, cgroups.Cgroups) else None
+        self.limits_problem = None if self.cgroups else str(found)
+        self._warned: set[Path] = set()
+
+    def describe(self) -> str:
+        limits = f"cgroup v{self.cgroups.version}" if self.cgroups else self.limits_problem
+        return f"{self.name} (limits: {limits})"
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        check_mounts(spec, self.hidden)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        prepare_writable(spec)
+        drop = self._unprivileged_user(spec)
+        prepare_writable(spec, drop)
+        group = self.cgroups.new_group(spec.limits) if self.cgroups else None
         start = time.monotonic()
-        with open(spec.log_path, "ab") as log:
-            proc = subprocess.Popen(
-                self.command(spec),
-                cwd=spec.cwd,
-                env=self.environment(spec),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            write_pid_file(spec, socket.gethostname(), proc.pid)
-            timed_out = cancelled = False
-            while True:
-                try:
-                    proc.wait(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                timed_out = time.monotonic() - start > spec.timeout_s
-                cancelled = not timed_out and cancel is not None and cancel.is_set()
-                if timed_out or cancelled:
-                    _kill_group(proc)
-                    break
-            _kill_leftovers(proc.pid)
+        try:
+            with open(spec.log_path, "ab") as log_file:
+                proc = subprocess.Popen(
+                    self.command(spec, group, drop),
+                    cwd=spec.cwd,
+                    env=self.environment(spec),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            handle = f"{proc.pid}:{group.name}" if group else str(proc.pid)
+            write_pid_file(spec, socket.gethostname(), handle)
+            timed_out, cancelled = self._wait(proc, spec, cancel, start, group)
+        finally:
+            oom = group is not None and group.oom_killed()
+            if group is not None:
+                group.remove()  # whatever is left in the group dies: setsid children too
+        if oom:
+            with open(spec.log_path, "a") as log_file:
+                log_file.write(oom_line(spec.limits.memory_text()))
         exit_code = None if (timed_out or cancelled) else proc.returncode
         return RunResult(exit_code, timed_out, cancelled, time.monotonic() - start)
 
-    def command(self, spec: RunSpec) -> list[str]:
-        argv = [sys.executable if spec.argv[0] == PYTHON else spec.argv[0], *spec.argv[1:]]
-        return self._bwrap(spec) + argv if self.isolation == "bwrap" else argv
+    def _wait(
+        self,
+        proc: subprocess.Popen[bytes],
+        spec: RunSpec,
+        cancel: threading.Event | None,
+        start: float,
+        group: cgroups.RunCgroup | None,
+    ) -> tuple[bool, bool]:
+        """Until the command exits, or kill it all at the time limit or on cancel."""
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+                if group is None:  # leftovers of its process group
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                return False, False
+            except subprocess.TimeoutExpired:
+                pass
+            timed_out = time.monotonic() - start > spec.timeout_s
+            cancelled = not timed_out and cancel is not None and cancel.is_set()
+            if timed_out or cancelled:
+                if group is not None:
+                    group.kill()
+                _kill_group(proc)
+                return timed_out, cancelled
+
+    def command(
+        self, spec: RunSpec, group: cgroups.RunCgroup | None, drop: tuple[int, int] | None
+    ) -> list[str]:
+        argv = substitute_python(spec.argv, sys.executable)
+        if self.isolated:
+            argv = self._bwrap(spec) + argv
+        enter = [sys.executable, "-I", "-S", ENTER]
+        for procs in group.procs_files if group else []:
+            enter += ["--cgroup", str(procs)]
+        if drop is not None:
+            enter += ["--user", f"{drop[0]}:{drop[1]}"]
+        return [*enter, "--", *argv] if len(enter) > 4 else argv
 
     def environment(self, spec: RunSpec) -> dict[str, str]:
         env = dict(spec.env)
@@ -94,35 +171,89 @@ class LocalRunner:
         return env
 
     def _bwrap(self, spec: RunSpec) -> list[str]:
-        uid, gid = self.user.split(":")
+        uid, gid = self.user
         args = ["bwrap", "--die-with-parent", "--unshare-all", "--unshare-user"]
-        args += ["--uid", uid, "--gid", gid, "--hostname", HOSTNAME]
+        args += ["--uid", str(uid), "--gid", str(gid), "--hostname", HOSTNAME]
         args += ["--ro-bind", str(_hosts_file()), "/etc/hosts"]
         for path in SYSTEM_DIRS + SYSTEM_FILES:
             if os.path.exists(path):
                 args += ["--ro-bind", path, path]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        if spec.gpus:  # the NVIDIA device nodes, for CUDA
-            for node in sorted(Path("/dev").glob("nvidia*")):
-                args += ["--dev-bind", str(node), str(node)]
+        for node in gpu_device_nodes(spec.gpus):
+            args += ["--dev-bind", str(node), str(node)]
         for mount in python_runtime() + spec.mounts:
             args += ["--bind" if mount.writable else "--ro-bind", str(mount.path), str(mount.path)]
         return [*args, "--chdir", str(spec.cwd), "--"]
 
+    def _unprivileged_user(self, spec: RunSpec) -> tuple[int, int] | None:
+        """The user a root worker drops to before bubblewrap, when it can reach every bind."""
+        if not self.isolated or os.geteuid() != 0:
+            return None
+        for mount in python_runtime() + spec.mounts:
+            blocked = unreachable_ancestor(mount.path.parent)
+            if blocked is None and not mount.writable and not _readable_by_others(mount.path):
+                blocked = mount.path
+            if blocked is not None:
+                if blocked not in self._warned:
+                    self._warned.add(blocked)
+                    log.warning(
+                        "bubblewrap runs as root (mapped to uid %s inside): %s is not reachable "
+                        "by uid %s; `chmod o+x` on it lets the sandbox drop root", self.user[0],
+                        blocked, self.user[0],
+                    )  # fmt: skip
+                return None
+        return self.user
+
     def kill_stale(self, pid_file: Path) -> None:
-        """Kill every process of the recorded group still working inside the run dir."""
+        """Kill what the recorded run left: its cgroup, else its process group in the run dir."""
         record = read_pid_file(pid_file)
-        if record is None or record[0] != socket.gethostname() or not record[1].isdigit():
+        if record is None or record[0] != socket.gethostname():
             return
-        for pid in group_members(int(record[1]), str(pid_file.parent)):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        pid, _, group = record[1].partition(":")
+        if group and self.cgroups is not None:
+            self.cgroups.group(group).remove()
+        if pid.isdigit():
+            for member in group_members(int(pid), str(pid_file.parent)):
+                with contextlib.suppress(OSError):
+                    os.kill(member, signal.SIGKILL)
+
+
+def gpu_device_nodes(gpus: list[str], dev: Path = Path("/dev")) -> list[Path]:
+    """The device nodes a run with `gpus` needs: those GPUs and the driver's control nodes."""
+    if not gpus:
+        return []
+    names = [f"nvidia{g}" for g in gpus if g.isdigit()]
+    if len(names) < len(gpus):  # ids that are not indices (UUIDs): bind every GPU node
+        names = [p.name for p in dev.glob("nvidia[0-9]*")]
+    return [dev / n for n in sorted(set(names)) + list(NVIDIA_CONTROL) if (dev / n).exists()]
+
+
+def unreachable_ancestor(path: Path) -> Path | None:
+    """The first directory on the way to `path` that others cannot enter, or None."""
+    for directory in [*reversed(path.parents), path]:
+        try:
+            mode = directory.stat().st_mode
+        except OSError:
+            return directory
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return directory
+    return None
+
+
+def _readable_by_others(path: Path) -> bool:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+    return mode & need == need
 
 
 def _hosts_file() -> Path:
     path = Path(tempfile.gettempdir()) / f"lossgym-hosts-{os.getuid()}"
     if not path.is_file() or path.read_text() != HOSTS:
         path.write_text(HOSTS)
+        path.chmod(0o644)
     return path
 
 
@@ -137,8 +268,8 @@ def group_members(pgid: int, run_dir: str) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            group = int(stat.rsplit(")", 1)[1].split()[2])
+            stat_line = (entry / "stat").read_text()
+            group = int(stat_line.rsplit(")", 1)[1].split()[2])
             cwd = os.readlink(entry / "cwd")
         except (OSError, ValueError, IndexError):
             continue
@@ -149,19 +280,10 @@ def group_members(pgid: int, run_dir: str) -> list[int]:
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group, then SIGKILL whatever is left after a grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=KILL_GRACE_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _kill_leftovers(pgid: int) -> None:
-    """Whatever the command left running in its group (a forked child) dies with it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=KILL_GRACE_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -1,14 +1,22 @@
 """Static policy for the agent's editable regions (SPEC §6.1), checked on the AST.
 
 Region `compute_loss` may hold only function and constant definitions; the
-loss-state hook only simple assignments to `loss_*` names. Every name the code
-reads from outside its own scopes must be on an allowlist (torch, F, nn, math,
-harmless builtins, loss state, the region's own definitions): scope analysis
-comes from `symtable`, the same tables the compiler uses, so a local that
-shadows a global cannot smuggle a forbidden module in. Imports, dunder
-attributes, attribute assignment (monkeypatching) and file, process or
-network access are refused. This is defence in depth: the sandbox still
-contains whatever gets through.
+loss-state hook only simple assignments to `loss_*` names. Both are held to
+one allowlist (`lossgym/trainer/allowlist.py`):
+
+- every attribute read, on whatever object, must be a listed name (torch's
+  public tensor functions, F.*, math.*, tensor methods); attribute assignment
+  (monkeypatching) is refused;
+- every name read from outside the code's own scopes must be a listed builtin,
+  torch/F/nn/math, loss state or the region's own definition (scope analysis
+  comes from `symtable`, the compiler's own tables, so a local that shadows a
+  global cannot smuggle a module in);
+- imports, classes, generators' `yield`, `global`, decorators and dunder names
+  are refused.
+
+The policy is the second wall and an aid to the agent: its errors say what is
+allowed. The sandbox contains whatever gets through, and the regions run in a
+namespace built from the same allowlist (`lossgym/trainer/agent_code.py`).
 """
 
 from __future__ import annotations
@@ -19,24 +27,26 @@ import textwrap
 from dataclasses import dataclass
 
 from lossgym.env.errors import AgentError
+from lossgym.trainer.allowlist import (
+    ATTRIBUTES,
+    BUILTINS,
+    HOOK_READS,
+    LOSS_STATE_PREFIX,
+    MODULES,
+    REFUSAL_HINTS,
+)
 
-ALLOWED_MODULES = frozenset({"torch", "F", "nn", "math"})
-SAFE_BUILTINS = frozenset(
-    "abs all any bool dict divmod enumerate filter float int isinstance len list map max min "
-    "pow print range reversed round set slice sorted sum tuple zip "
-    "ArithmeticError AssertionError Exception RuntimeError TypeError ValueError".split()
-)
-HOOK_READS = frozenset({"iter_num", "max_iters"})
-# Attributes that reach files, processes, compiled code or the distributed runtime.
-FORBIDDEN_ATTRIBUTES = frozenset(
-    "load save hub ops library classes utils distributed multiprocessing jit package "
-    "from_file fromfile tofile set_default_device set_default_dtype manual_seed seed "
-    "set_rng_state get_rng_state cuda_rng_state backends compiler _C".split()
-)
+# `match` is refused whole: a class pattern reads attributes by name
+# (`case C(__globals__=g)`) without an ast.Attribute node to check.
 FORBIDDEN_NODES = (
     ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal, ast.ClassDef,
-    ast.AsyncFunctionDef, ast.Await, ast.Yield, ast.YieldFrom,
+    ast.AsyncFunctionDef, ast.AsyncFor, ast.AsyncWith, ast.Await, ast.Yield, ast.YieldFrom,
+    ast.Match,
 )  # fmt: skip
+ALLOWED_TEXT = (
+    "Only torch, F, nn and math may be used, through their public tensor functions, F.*, "
+    "math.* and tensor methods (an allowlist); no imports, files, processes or network."
+)
 
 
 @dataclass(frozen=True)
@@ -66,13 +76,15 @@ def _fail(path: str, region: RegionCode, lineno: int, why: str) -> AgentError:
     line = region.start + lineno - 1
     return AgentError(
         f"ERROR: Pre-flight check failed (no test was used): {path} line {line}: {why}. "
-        "Only torch, F, nn and math may be used; no imports, file, process or network access."
+        + ALLOWED_TEXT
     )
 
 
 def _parse(path: str, region: RegionCode) -> ast.Module:
+    """The region as the runtime compiles it (agent_code.compile_region): the hook dedented."""
+    source = textwrap.dedent(region.source) if region.name == "loss_state_hook" else region.source
     try:
-        return ast.parse(textwrap.dedent(region.source))
+        return ast.parse(source)
     except SyntaxError as error:
         raise _fail(path, region, error.lineno or 1, f"syntax error: {error.msg}") from None
 
@@ -98,15 +110,18 @@ def _check_definitions(path: str, region: RegionCode, read_only: frozenset[str])
     if "compute_loss" not in defined:
         raise _fail(path, region, 1, "compute_loss(logits, targets) must stay defined here")
     _check_nodes(path, region, tree)
-    _check_free_names(path, region, tree, ALLOWED_MODULES | SAFE_BUILTINS | defined)
+    _check_free_names(path, region, tree, MODULES | BUILTINS | defined)
     return frozenset(defined)
 
 
 def _check_not_read_only(
     path: str, region: RegionCode, stmt: ast.stmt, name: str, read_only: frozenset[str]
 ) -> None:
-    if name in read_only and name != "compute_loss" and not name.startswith("loss_"):
-        why = f"{name!r} is defined by the read-only part of the file and cannot be redefined"
+    if name in read_only and name != "compute_loss" and not name.startswith(LOSS_STATE_PREFIX):
+        why = (
+            f"{name!r} is defined by the read-only part of the file; the regions cannot "
+            "redefine it (training would not see the change)"
+        )
         raise _fail(path, region, stmt.lineno, why)
 
 
@@ -116,12 +131,12 @@ def _check_hook(path: str, region: RegionCode, defined: frozenset[str]) -> None:
         if isinstance(stmt, ast.Pass):
             continue
         if not isinstance(stmt, ast.Assign) or not all(
-            isinstance(t, ast.Name) and t.id.startswith("loss_") for t in stmt.targets
+            isinstance(t, ast.Name) and t.id.startswith(LOSS_STATE_PREFIX) for t in stmt.targets
         ):
             why = "the loss-state hook may only assign names that start with loss_"
             raise _fail(path, region, stmt.lineno, why)
     _check_nodes(path, region, tree)
-    _check_free_names(path, region, tree, ALLOWED_MODULES | SAFE_BUILTINS | HOOK_READS | defined)
+    _check_free_names(path, region, tree, MODULES | BUILTINS | HOOK_READS | defined)
 
 
 def _check_nodes(path: str, region: RegionCode, tree: ast.AST) -> None:
@@ -130,26 +145,39 @@ def _check_nodes(path: str, region: RegionCode, tree: ast.AST) -> None:
         if isinstance(node, FORBIDDEN_NODES):
             raise _fail(path, region, lineno, f"{type(node).__name__} statements are not allowed")
         if isinstance(node, ast.Attribute):
-            if node.attr.startswith("__") or node.attr in FORBIDDEN_ATTRIBUTES:
-                raise _fail(path, region, lineno, f"attribute .{node.attr} is not allowed")
             if isinstance(node.ctx, ast.Store | ast.Del):
                 why = "assigning to attributes (monkeypatching) is not allowed"
                 raise _fail(path, region, lineno, why)
-        if isinstance(node, ast.Name) and node.id.startswith("__"):
-            raise _fail(path, region, lineno, f"name {node.id} is not allowed")
+            if node.attr not in ATTRIBUTES:
+                hint = REFUSAL_HINTS.get(node.attr, "it is not on the allowlist")
+                raise _fail(path, region, lineno, f"attribute .{node.attr} is not allowed ({hint})")
+        name = _identifier(node)
+        if name is not None and name.startswith("__"):
+            raise _fail(path, region, lineno, f"name {name} is not allowed")
         if isinstance(node, ast.FunctionDef) and node.decorator_list:
             raise _fail(path, region, lineno, "decorators are not allowed")
+
+
+def _identifier(node: ast.AST) -> str | None:
+    """The name a node binds or reads: variables, functions, arguments, keywords, handlers."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.FunctionDef | ast.ExceptHandler):
+        return node.name
+    if isinstance(node, ast.arg | ast.keyword):
+        return node.arg
+    return None
 
 
 def _check_free_names(
     path: str, region: RegionCode, tree: ast.Module, allowed: frozenset[str]
 ) -> None:
     """Every name read from the module (global) scope must be allowed (or loss state)."""
-    reads = _global_reads(symtable.symtable(textwrap.dedent(region.source), path, "exec"))
+    reads = _global_reads(symtable.symtable(ast.unparse(tree), path, "exec"))
     first = _first_uses(tree)
     uses = sorted((first.get(name, 1), name) for name in reads)
     for lineno, name in uses:
-        if name not in allowed and not name.startswith("loss_"):
+        if name not in allowed and not name.startswith(LOSS_STATE_PREFIX):
             raise _fail(path, region, lineno, f"name {name!r} is not available here")
 
 

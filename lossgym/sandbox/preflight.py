@@ -2,26 +2,42 @@
 
 First the workspace must parse; then each editable region must follow the
 static policy of SPEC §6.1 (`policy.py`); then compute_loss runs once on random
-logits in a subprocess with a time limit (`smoke.py`) and must return a finite
-scalar with a finite gradient.
+logits (`lossgym.trainer.smoke`) inside the configured runner, with the task's
+pre-flight limits, exactly like training: the API process never executes agent
+code. Smoke runs are rate-limited per session and bounded in number at once,
+and a workspace is never smoke-run twice (verdicts are kept by content hash).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
+import secrets
+import shutil
 import symtable
-import sys
-import tempfile
+import threading
+import time
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from lossgym.env.errors import AgentError
+from lossgym.env.errors import AgentError, RateLimited, ServiceUnavailable
+from lossgym.env.task import PreflightSpec
 from lossgym.env.workspace import Region
 from lossgym.sandbox.policy import RegionCode, check_regions
-from lossgym.sandbox.runner import base_env
+from lossgym.sandbox.runner import (
+    PYTHON,
+    Limits,
+    Mount,
+    Runner,
+    RunSpec,
+    base_env,
+    redact_host_paths,
+)
 
 PREFIX = "ERROR: Pre-flight check failed (no test was used): "
-SMOKE_TIMEOUT_S = 60.0
+FIX = "Fix it with edit, then call test again."
+VERDICT = "LOSSGYM_SMOKE"  # lossgym.trainer.smoke's verdict line
+CACHE_SIZE = 4096
 
 
 def check_syntax(files: Mapping[str, str]) -> None:
@@ -35,59 +51,143 @@ def check_syntax(files: Mapping[str, str]) -> None:
             lineno = getattr(error, "lineno", None) or 0
             msg = getattr(error, "msg", None) or type(error).__name__
             line = (getattr(error, "text", None) or "").rstrip("\n")
-            raise AgentError(
-                f"{PREFIX}{path} line "
-                f"{lineno}: {msg}.\n{lineno:>6}| {line}\n"
-                "Fix it with edit, then call test again."
-            ) from None
+            where = f"{path} line {lineno}: {msg}.\n{lineno:>6}| {line}"
+            raise AgentError(f"{PREFIX}{where}\n{FIX}") from None
 
 
-def check_workspace(
-    files: Mapping[str, str],
-    regions: Mapping[str, Sequence[Region]],
-    smoke_timeout_s: float | None = SMOKE_TIMEOUT_S,
-) -> None:
-    """Syntax of every Python file, the policy of SPEC §6.1 for each editable region,
-    then a run of compute_loss on random logits (skipped when smoke_timeout_s is None)."""
+def check_static(files: Mapping[str, str], regions: Mapping[str, Sequence[Region]]) -> None:
+    """Syntax of every Python file, then the policy for each file's editable regions."""
     check_syntax(files)
     for path, file_regions in regions.items():
-        lines = files[path].splitlines()
-        code = [
-            RegionCode(r.name, r.start, "\n".join(lines[r.start - 1 : r.end]) + "\n")
-            for r in file_regions
-        ]
-        if code:
+        if file_regions and path.endswith(".py"):
+            lines = files[path].split("\n")
+            code = [RegionCode(r.name, r.start, _source(lines, r)) for r in file_regions]
             check_regions(path, code, _read_only_names(path, lines, file_regions))
-            if smoke_timeout_s is not None:
-                run_smoke(path, code, smoke_timeout_s)
 
 
-def run_smoke(path: str, code: Sequence[RegionCode], timeout_s: float = SMOKE_TIMEOUT_S) -> None:
-    """Call compute_loss on random logits in a subprocess (`lossgym.sandbox.smoke`)."""
-    request = {"path": path, "regions": [vars(c) for c in code]}
-    env = base_env({"OMP_NUM_THREADS": "1"})
-    with tempfile.TemporaryDirectory(prefix="lossgym-smoke-") as tmp:
+class Preflight:
+    """The whole pre-flight of a workspace, smoke run included, for the episode service."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        work_dir: Path,
+        per_minute: int = 10,
+        at_once: int = 2,
+    ) -> None:
+        self.runner, self.work_dir, self.per_minute = runner, work_dir, per_minute
+        self._slots = threading.BoundedSemaphore(at_once)
+        self._lock = threading.Lock()
+        self._recent: dict[str, deque[float]] = {}
+        self._verdicts: OrderedDict[str, str | None] = OrderedDict()
+
+    def check(
+        self,
+        session_id: str,
+        files: Mapping[str, str],
+        regions: Mapping[str, Sequence[Region]],
+        spec: PreflightSpec,
+    ) -> None:
+        """Raise AgentError (RateLimited when too frequent) unless the workspace passes."""
+        key = _verdict_key(files, regions)
+        with self._lock:
+            known = key in self._verdicts
+            verdict = self._verdicts.get(key)
+        if not known:
+            check_static(files, regions)
+            self._count(session_id)
+            verdict = self.smoke(files, regions, spec)
+            with self._lock:
+                self._verdicts[key] = verdict
+                while len(self._verdicts) > CACHE_SIZE:
+                    self._verdicts.popitem(last=False)
+        if verdict is not None:
+            raise AgentError(verdict)
+
+    def _count(self, session_id: str) -> None:
+        """One more smoke run for the session, or RateLimited."""
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent.setdefault(session_id, deque())
+            while recent and now - recent[0] > 60:
+                recent.popleft()
+            if len(recent) >= self.per_minute:
+                wait = 60 - (now - recent[0])
+                raise RateLimited(
+                    f"ERROR: Pre-flight checks are limited to {self.per_minute} per minute per "
+                    f"session (each runs your compute_loss in a sandbox); try again in "
+                    f"{wait:.0f} s. A workspace that was already checked answers at once."
+                )
+            recent.append(now)
+
+    def smoke(
+        self, files: Mapping[str, str], regions: Mapping[str, Sequence[Region]], spec: PreflightSpec
+    ) -> str | None:
+        """The smoke run's verdict: None when compute_loss passed, else the agent's text."""
+        for path, file_regions in regions.items():
+            if any(r.name == "compute_loss" for r in file_regions):
+                with self._slots:
+                    problem = self._smoke_file(path, files[path], file_regions, spec)
+                if problem is not None:
+                    return problem
+        return None
+
+    def _smoke_file(
+        self, path: str, script: str, regions: Sequence[Region], spec: PreflightSpec
+    ) -> str | None:
+        run_dir = self.work_dir / f"smoke-{secrets.token_hex(8)}"
+        inbox = run_dir / "in"
+        inbox.mkdir(parents=True)
+        nonce = secrets.token_hex(16)
+        request = {"path": path, "script": script, "nonce": nonce,
+                   "regions": [r.to_dict() for r in regions]}  # fmt: skip
+        (inbox / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        run = RunSpec(
+            [PYTHON, "-I", "-m", "lossgym.trainer.smoke", str(inbox / "request.json")],
+            inbox, run_dir / "smoke.log", spec.time_limit_s,
+            base_env({"OMP_NUM_THREADS": "1", "HOME": str(inbox)}),
+            mounts=[Mount(inbox)], limits=Limits.of(spec.limits),
+        )  # fmt: skip
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "lossgym.sandbox.smoke"],
-                input=json.dumps(request), capture_output=True, text=True,
-                timeout=timeout_s, env=env, cwd=tmp, start_new_session=True,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise AgentError(
-                f"{PREFIX}compute_loss did not return within {timeout_s:.0f} s on a small "
-                "random batch. Fix it with edit, then call test again."
-            ) from None
-    lines = done.stdout.strip().splitlines()
-    try:
-        verdict = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise AgentError(
-            f"{PREFIX}the smoke run of compute_loss crashed: {' | '.join(tail)}"
-        ) from None
-    if not verdict.get("ok"):
-        raise AgentError(f"{PREFIX}{verdict.get('error')}. Fix it with edit, then call test again.")
+            result = self.runner.run(run)
+            log = run.log_path.read_text(encoding="utf-8", errors="replace")
+        except (OSError, ValueError) as error:
+            why = redact_host_paths(str(error))
+            raise ServiceUnavailable(
+                f"ERROR: The pre-flight sandbox could not start ({why}); nothing was spent. "
+                "Try again shortly."
+            ) from error
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return _verdict(log, nonce, result.timed_out, spec)
+
+
+def _source(lines: list[str], region: Region) -> str:
+    return "".join(f"{line}\n" for line in lines[region.start - 1 : region.end])
+
+
+def _verdict(log: str, nonce: str, timed_out: bool, spec: PreflightSpec) -> str | None:
+    if timed_out:
+        return (f"{PREFIX}compute_loss did not return within {spec.time_limit_s:.0f} s on a "
+                f"small random batch. {FIX}")  # fmt: skip
+    if "[sandbox] killed: out of memory" in log:
+        limit = Limits.of(spec.limits).memory_text()
+        return f"{PREFIX}compute_loss ran out of memory (limit {limit}). {FIX}"
+    for line in reversed(log.splitlines()):
+        if line.startswith(f"{VERDICT} {nonce} "):
+            verdict = json.loads(line.split(" ", 2)[2])
+            error = redact_host_paths(str(verdict["error"]))
+            return None if verdict["ok"] else f"{PREFIX}{error}. {FIX}"
+    tail = " | ".join(redact_host_paths(log).strip().splitlines()[-3:]) or "no output"
+    return f"{PREFIX}the smoke run of compute_loss crashed: {tail}"
+
+
+def _verdict_key(files: Mapping[str, str], regions: Mapping[str, Sequence[Region]]) -> str:
+    import hashlib
+
+    blob = json.dumps([files, {p: [r.to_dict() for r in rs] for p, rs in regions.items()}],
+                      sort_keys=True)  # fmt: skip
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def _read_only_names(path: str, lines: list[str], regions: Sequence[Region]) -> frozenset[str]:

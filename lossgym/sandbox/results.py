@@ -8,6 +8,7 @@ is closed as an infrastructure error and its test is given back to the session.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,8 @@ class ClaimedJob:
     files: dict[str, str]
     attempt: int
     gpus: list[str] = field(default_factory=list)  # whole GPUs held for every stage
+    regions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per file
+    sandbox: str = ""  # the runner's name: "bwrap", "docker", "local" (unisolated)
 
 
 def record_stage(
@@ -58,6 +61,7 @@ def finish(
     test = store.get_test_by_id(db, claimed.test_id)
     test.status = "done" if valid else "failed"
     test.valid = valid
+    test.sandbox = claimed.sandbox
     test.metrics = metrics
     test.finished_at = utcnow()
     job = store.get_job_for_test(db, claimed.test_id)

@@ -25,7 +25,34 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from lossgym.config import Settings
 
-PYTHON = "python"  # argv[0] placeholder: each runner substitutes its own interpreter
+PYTHON = "{python}"  # argv placeholder: each runner substitutes its own interpreter
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run may use; None: no limit of that kind (SPEC §6.2, `limits:` in task.yaml)."""
+
+    memory_bytes: int | None = None  # RAM (and swap) of the whole process tree
+    cpus: float | None = None  # CPU time, in cores
+    pids: int | None = None  # processes and threads at once
+
+    @classmethod
+    def of(cls, spec: object) -> Limits:
+        """From a task's `limits:` (env.task.LimitsSpec: memory, cpus, pids)."""
+        return cls(spec.memory, spec.cpus, spec.pids)  # type: ignore[attr-defined]
+
+    def memory_text(self) -> str:
+        return f"{self.memory_bytes / 2**30:g} GiB" if self.memory_bytes else "none"
+
+    def describe(self) -> str:
+        parts = []
+        if self.memory_bytes:
+            parts.append(f"memory {self.memory_text()}")
+        if self.cpus:
+            parts.append(f"{self.cpus:g} CPUs")
+        if self.pids:
+            parts.append(f"{self.pids} processes")
+        return ", ".join(parts) or "none"
 
 
 @dataclass(frozen=True)
@@ -44,6 +71,7 @@ class RunSpec:
     pid_file: Path | None = None  # records how a later worker can find and kill this run
     mounts: list[Mount] = field(default_factory=list)
     gpus: list[str] = field(default_factory=list)  # whole GPUs (ids) given to this run
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -55,7 +83,12 @@ class RunResult:
 
 
 class Runner(Protocol):
-    name: str
+    name: str  # "bwrap", "docker", or "local" (no isolation: an explicit opt-in)
+    isolated: bool  # False only for the local runner without bubblewrap
+
+    def describe(self) -> str:
+        """One line for the start-up banner: the sandbox and how limits are enforced."""
+        ...
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
         """Run to completion, the time limit, or `cancel`; output goes to spec.log_path."""
@@ -93,23 +126,99 @@ def read_pid_file(pid_file: Path) -> tuple[str, str] | None:
     return owner, handle
 
 
-def prepare_writable(spec: RunSpec) -> None:
-    """Writable mounts must exist and accept the sandbox's unprivileged user."""
+def substitute_python(argv: list[str], python: str) -> list[str]:
+    """`argv` with every PYTHON placeholder replaced by the runner's interpreter."""
+    return [python if arg == PYTHON else arg for arg in argv]
+
+
+def check_mounts(spec: RunSpec, hidden: list[Path]) -> None:
+    """Refuse a run that would see a hidden path (the database): ValueError."""
+    for mount in spec.mounts:
+        for path in hidden:
+            if path == mount.path or path.is_relative_to(mount.path):
+                raise ValueError(f"refusing to mount {mount.path}: it holds {path}")
+
+
+def oom_line(limit: str) -> str:
+    """The line a runner appends to a run's log when the kernel killed it for memory."""
+    return f"\n[sandbox] killed: out of memory (limit {limit})\n"
+
+
+def prepare_writable(spec: RunSpec, owner: tuple[int, int] | None) -> None:
+    """Writable mounts exist, belong to the user the run writes as, and only to it.
+
+    `owner` is that user (uid, gid) when it differs from this process's; only
+    root can hand a directory over, and a root worker always does.
+    """
     for mount in spec.mounts:
         if mount.writable:
             mount.path.mkdir(parents=True, exist_ok=True)
-            os.chmod(mount.path, 0o777)
+            if owner is not None and os.geteuid() == 0:
+                os.chown(mount.path, *owner)
+            os.chmod(mount.path, 0o700)
+
+
+def parse_user(text: str) -> tuple[int, int]:
+    uid, _, gid = text.partition(":")
+    return int(uid), int(gid or uid)
 
 
 def make_runner(settings: Settings) -> Runner:
-    """The runner the settings name (`LOSSGYM_RUNNER`, `LOSSGYM_ISOLATION`)."""
+    """The runner the settings name (`LOSSGYM_RUNNER`, `LOSSGYM_ISOLATION`).
+
+    The local runner isolates with bubblewrap unless `isolation` is "none", an
+    explicit opt-in; "auto" (the default) fails with the reason where
+    bubblewrap cannot work, rather than run agent code unisolated.
+    """
+    hidden = [settings.database]
     if settings.runner == "docker":
         from lossgym.sandbox.docker_runner import DockerRunner
 
-        return DockerRunner.from_settings(settings)
-    from lossgym.sandbox.local_runner import LocalRunner
+        return DockerRunner.from_settings(settings, hidden=hidden)
+    from lossgym.sandbox.local_runner import LocalRunner, bwrap_problem
 
-    return LocalRunner(isolation=settings.isolation, user=settings.sandbox_user)
+    isolation = settings.isolation
+    if isolation in ("auto", "bwrap") and (problem := bwrap_problem()):
+        raise RuntimeError(f"{problem}. {NO_SANDBOX_HINT}")
+    return LocalRunner(
+        isolation="none" if isolation == "none" else "bwrap",
+        user=settings.sandbox_user,
+        hidden=hidden,
+    )
+
+
+NO_SANDBOX_HINT = (
+    "Agent code runs only in a sandbox: install bubblewrap (apt-get install bubblewrap, "
+    "dnf install bubblewrap, ...), or use Docker (LOSSGYM_RUNNER=docker), or opt in to "
+    "running it unisolated with LOSSGYM_ISOLATION=none (not for untrusted agents)"
+)
+UNISOLATED_WARNING = (
+    "WARNING: agent code runs WITHOUT a sandbox (LOSSGYM_ISOLATION=none): it can read this "
+    "machine's files and reach its network. Use this only for agents you trust; every test "
+    "run this way is marked 'unisolated' on the leaderboard."
+)
+
+
+def redact_host_paths(text: str, more: dict[Path, str] | None = None) -> str:
+    """`text` with this host's install paths replaced by tags (<venv>, <python>, ...).
+
+    Texts an agent reads (log tails, pre-flight errors) name no host facts:
+    where Python, the venv or LossGym live, or where runs are kept.
+    """
+    import sys
+
+    import lossgym
+
+    tags = {
+        Path(lossgym.__file__).resolve().parent: "<lossgym>",
+        Path(sys.prefix).resolve(): "<venv>",
+        Path(sys.base_prefix).resolve(): "<python>",
+        **(more or {}),
+    }
+    for path, tag in sorted(tags.items(), key=lambda kv: -len(str(kv[0]))):
+        if str(path) not in ("/", "/usr", "/usr/local"):
+            text = text.replace(str(path), tag)
+    return text
 
 
 def python_runtime() -> list[Mount]:

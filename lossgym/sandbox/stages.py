@@ -17,8 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossgym.env.task import StageSpec, Task
 from lossgym.sandbox.run_record import build_record, complete_record, write_record
-from lossgym.sandbox.runner import PYTHON, Mount, Runner, RunResult, RunSpec, base_env
+from lossgym.sandbox.runner import (
+    PYTHON,
+    Limits,
+    Mount,
+    Runner,
+    RunResult,
+    RunSpec,
+    base_env,
+    redact_host_paths,
+)
 
 TRAIN_LINE = re.compile(
     r"^TRAIN_METRICS: step=(\d+), train_loss=([-+0-9.eEnaif]+), val_loss=([-+0-9.eEnaif]+)$"
@@ -59,7 +69,42 @@ class StageJob:
     model_config: dict[str, Any]
     val_tokens: int
     seed: int
+    # The editable regions' spans in the entrypoint ([{name, start, end}]), from the
+    # session's stored state: the launcher runs them in a namespace of their own.
+    regions: list[dict[str, Any]]
     gpus: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+
+
+def train_job(
+    task: Task,
+    stage: StageSpec,
+    run_dir: Path,
+    data_dir: Path,
+    files: dict[str, str],
+    regions: dict[str, list[dict[str, Any]]],
+    seed: int,
+    gpus: list[str] | None = None,
+) -> StageJob:
+    """The StageJob of a train `stage` of `task` on a workspace (its files and regions)."""
+    assert stage.dataset is not None and stage.model is not None and stage.val_tokens
+    entrypoint = task.spec.workspace[0].path
+    return StageJob(
+        run_dir=run_dir,
+        files=files,
+        entrypoint=entrypoint,
+        dataset_dir=data_dir / stage.dataset,
+        label=stage.label,
+        nproc=stage.nproc,
+        time_limit_s=stage.time_limit_s,
+        train_config=stage.train_config(),
+        model_config=stage.model.model_dump(),
+        val_tokens=stage.val_tokens,
+        seed=seed,
+        regions=regions.get(entrypoint, []),
+        gpus=list(gpus or [])[: stage.gpus],
+        limits=Limits.of(stage.limits),
+    )
 
 
 def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> StageOutcome:
@@ -107,6 +152,7 @@ class LmEvalJob:
     evals: list[str] | None = None  # None: every set present
     limit: int | None = None
     gpus: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
 
 
 def run_lm_eval_stage(job: LmEvalJob, runner: Runner, cancel: threading.Event) -> StageOutcome:
@@ -124,7 +170,7 @@ def run_lm_eval_stage(job: LmEvalJob, runner: Runner, cancel: threading.Event) -
 
 def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
     argv = [
-        PYTHON, "-m", "lossgym.trainer.lm_eval",
+        PYTHON, "-I", "-m", "lossgym.trainer.lm_eval",
         "--checkpoint", str(job.checkpoint),
         "--model-config", str(eval_dir / "model.json"),
         "--evals-dir", str(job.evals_dir),
@@ -144,7 +190,7 @@ def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
     ]
     return RunSpec(
         argv, eval_dir, job.run_dir / "eval.log", job.time_limit_s, env,
-        mounts=[m for m in mounts if m.path.exists()], gpus=job.gpus,
+        mounts=[m for m in mounts if m.path.exists()], gpus=job.gpus, limits=job.limits,
     )  # fmt: skip
 
 
@@ -179,9 +225,12 @@ def visible_shards(dataset_dir: Path) -> list[Path]:
 
 
 def _train_spec(job: StageJob, layout: dict[str, Path]) -> RunSpec:
+    # -I everywhere: no workspace directory on sys.path, no PYTHON* variables.
     argv = [
-        PYTHON, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={job.nproc}", job.entrypoint,
+        PYTHON, "-I", "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={job.nproc}", "--no-python",
+        PYTHON, "-I", "-u", "-m", "lossgym.trainer.launch",
+        "--script", job.entrypoint, "--regions", json.dumps(job.regions),
     ]  # fmt: skip
     env = base_env(
         {
@@ -199,13 +248,13 @@ def _train_spec(job: StageJob, layout: dict[str, Path]) -> RunSpec:
     pid_file = job.run_dir / "pid"
     return RunSpec(
         argv, layout["workspace"], layout["log"], job.time_limit_s, env, pid_file,
-        mounts=mounts, gpus=job.gpus,
+        mounts=mounts, gpus=job.gpus, limits=job.limits,
     )  # fmt: skip
 
 
 def _eval_spec(job: StageJob, layout: dict[str, Path], checkpoint: Path) -> RunSpec:
     argv = [
-        PYTHON, "-m", "lossgym.trainer.evaluate",
+        PYTHON, "-I", "-m", "lossgym.trainer.evaluate",
         "--checkpoint", str(checkpoint),
         "--model-config", str(layout["eval"] / "model.json"),
         "--data-dir", str(job.dataset_dir.resolve()),
@@ -219,7 +268,7 @@ def _eval_spec(job: StageJob, layout: dict[str, Path], checkpoint: Path) -> RunS
     mounts = [Mount(checkpoint), *map(Mount, val), Mount(layout["eval"], writable=True)]
     return RunSpec(
         argv, layout["eval"], job.run_dir / "eval.log", EVAL_TIME_LIMIT_S, env,
-        mounts=mounts, gpus=job.gpus,
+        mounts=mounts, gpus=job.gpus, limits=job.limits,
     )  # fmt: skip
 
 
@@ -231,8 +280,8 @@ def _read_training(log_path: Path, result: RunResult) -> StageOutcome:
         exit_code=result.exit_code,
         curve=curve,
         train_lines=lines,
-        # Paths as the agent knows them: relative to its workspace.
-        log_tail=agent_log(text).replace(f"{log_path.parent / 'workspace'}/", "")[-LOG_TAIL_BYTES:],
+        # Paths as the agent knows them: relative to its workspace; no host paths.
+        log_tail=agent_text(agent_log(text), log_path.parent)[-LOG_TAIL_BYTES:],
         log_path=str(log_path),
         train_s=result.seconds,
     )
@@ -252,7 +301,7 @@ def _read_evaluation(
     metrics_file = layout["eval"] / "metrics.json"
     if evaluation.exit_code != 0 or not metrics_file.is_file():
         eval_log = _read_text(layout["eval"].parent / "eval.log").strip().splitlines()
-        why = eval_log[-1] if eval_log else "no output"
+        why = agent_text(eval_log[-1], layout["eval"].parent) if eval_log else "no output"
         outcome.exit_code = evaluation.exit_code
         # Exit 1: the checkpoint was missing or rejected, which the training run
         # (the agent's code) caused. Anything else is the evaluator's problem.
@@ -268,6 +317,12 @@ def _read_evaluation(
     if not all(math.isfinite(v) for v in outcome.metrics.values()):
         outcome.status, outcome.reason = "invalid", "An evaluated metric is not finite"
     return outcome
+
+
+def agent_text(text: str, run_dir: Path) -> str:
+    """`text` without this host's paths: the workspace's become relative, others tags."""
+    text = text.replace(f"{run_dir / 'workspace'}/", "")
+    return redact_host_paths(text, {run_dir.parent.parent.parent: "<runs>"})
 
 
 def agent_log(text: str) -> str:

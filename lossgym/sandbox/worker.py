@@ -24,13 +24,14 @@ from lossgym.leaderboard.models import utcnow
 from lossgym.sandbox import results
 from lossgym.sandbox.gpus import Holding, configured_gpus, free_gpus, job_allocator, parse_ids
 from lossgym.sandbox.results import ClaimedJob
-from lossgym.sandbox.runner import Runner, make_runner
+from lossgym.sandbox.runner import Limits, Runner, make_runner
 from lossgym.sandbox.stages import (
     LmEvalJob,
     StageJob,
     StageOutcome,
     run_lm_eval_stage,
     run_train_stage,
+    train_job,
 )
 
 log = logging.getLogger("lossgym.worker")
@@ -136,7 +137,8 @@ class Worker:
             )
             return ClaimedJob(
                 job.id, test.id, session.id, session.task, session.profile, session.seed,
-                dict(test.revision.files), job.attempts, gpus,
+                dict(test.revision.files), job.attempts, gpus, dict(test.revision.regions),
+                self.runner.name,
             )  # fmt: skip
 
     def _heartbeat(self, job_id: int, done: threading.Event, lease_lost: threading.Event) -> None:
@@ -202,22 +204,10 @@ class Worker:
 
     def _stage_job(self, claimed: ClaimedJob, task: Task, position: int) -> StageJob:
         stage = task.spec.profiles[claimed.profile].stages[position]
-        run_dir = self._attempt_dir(claimed) / stage.label
-        assert stage.dataset is not None and stage.model is not None and stage.val_tokens
-        return StageJob(
-            run_dir=run_dir,
-            files=claimed.files,
-            entrypoint=task.spec.workspace[0].path,
-            dataset_dir=Path(self.settings.data_dir) / stage.dataset,
-            label=stage.label,
-            nproc=stage.nproc,
-            time_limit_s=stage.time_limit_s,
-            train_config=stage.train_config(),
-            model_config=stage.model.model_dump(),
-            val_tokens=stage.val_tokens,
-            seed=claimed.seed,
-            gpus=claimed.gpus[: stage.gpus],
-        )
+        return train_job(
+            task, stage, self._attempt_dir(claimed) / stage.label, Path(self.settings.data_dir),
+            claimed.files, claimed.regions, claimed.seed, claimed.gpus,
+        )  # fmt: skip
 
     def _lm_eval_job(self, claimed: ClaimedJob, task: Task, position: int) -> LmEvalJob:
         """Evaluate the checkpoint of the train stage that precedes this stage."""
@@ -236,6 +226,7 @@ class Worker:
             evals=list(stage.evals) if stage.evals else None,
             limit=stage.limit,
             gpus=claimed.gpus[: stage.gpus],
+            limits=Limits.of(stage.limits),
         )
 
 

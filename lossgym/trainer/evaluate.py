@@ -11,7 +11,8 @@ over the first N predicted tokens of the val split: inputs
 ``val[0:N]``, targets ``val[1:N+1]``, cut into consecutive non-overlapping
 windows of ``block_size`` (the last one may be shorter). Writes
 
-    {"metrics": {"val_loss_<label>": float}, "val_tokens": N, "seconds": s}
+    {"metrics": {"val_loss_<label>": float}, "val_tokens": N, "seconds": s,
+     "checkpoint_sha256": the hash of the file it scored}
 
 A non-finite loss (diverged weights) is written as NaN/Infinity, which
 Python's json reads. Exit status, with a one-line reason on stderr:
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lossgym.trainer.hashing import file_sha256
 from lossgym.trainer.model import GPT, CheckpointError, GPTConfig, load_checkpoint
 from lossgym.trainer.shards import ShardError, list_shards, read_shard
 
@@ -158,13 +160,17 @@ def run_trusted(
     name: str,
     compute: Callable[[], dict],
     out: str,
+    checkpoint: str,
     setup_errors: tuple[type[BaseException], ...] = (EvalError, ShardError),
 ) -> int:
     """Run an evaluation and write its result atomically; the exit status says whose
-    fault a failure is (see the module docstring), the reason is stderr's last line."""
+    fault a failure is (see the module docstring), the reason is stderr's last line.
+    The result records the sha256 of the checkpoint it scored."""
     try:
         torch.manual_seed(0)  # nothing random is used; fixed anyway
+        digest = file_sha256(checkpoint) if os.path.isfile(checkpoint) else None
         result = compute()
+        result["checkpoint_sha256"] = digest
     except CheckpointError as e:
         print(f"{name}: {e}", file=sys.stderr)
         return EXIT_CHECKPOINT
@@ -186,7 +192,7 @@ def run_trusted(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_trusted("evaluate", lambda: evaluate(args), args.out)
+    return run_trusted("evaluate", lambda: evaluate(args), args.out, args.checkpoint)
 
 
 if __name__ == "__main__":

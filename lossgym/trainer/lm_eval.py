@@ -390,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_errors = (EvalError, TokenizerError, OSError)
-    return run_trusted("lm_eval", lambda: lm_evaluate(args), args.out, setup_errors)
+    return run_trusted(
+        "lm_eval", lambda: lm_evaluate(args), args.out, args.checkpoint, setup_errors
+    )
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def hostile_settings(tmp_path: Path, settings: Settings) -> Settings:
     # 12 iterations: enough for the late failures (after 60% of training) to fire.
     config = {"max_iters": 12, "eval_interval": 6, "log_interval": 3}
     tasks = fast_tasks_dir(tmp_path, time_limit_s=120, config=config)
-    return settings.model_copy(update={"tasks_dir": tasks, "preflight_timeout_s": 10.0})
+    return settings.model_copy(update={"tasks_dir": tasks})
 
 
 def test_preflight_refuses_hostile_code_for_free(hostile_settings: Settings) -> None:

@@ -14,7 +14,7 @@ import yaml
 from envtest_helpers import SCRIPT, TASK, TASKS_DIR, needs_template
 
 from lossgym.env.errors import AgentError, TaskSpecError
-from lossgym.env.task import Task, list_tasks, load_task
+from lossgym.env.task import Task, list_tasks, load_task, parse_size
 
 
 @pytest.fixture
@@ -95,6 +95,15 @@ BROKEN: dict[str, tuple[Callable[[dict], Any], str]] = {
         "profiles.tiny-cpu.stages.0.nproc: Input should be greater than or equal to 1",
     ),
     "bad_time": (lambda d: _stage(d).update(time_limit_s=0), "stages.0.time_limit_s: Input"),
+    "no_limits": (lambda d: _stage(d).pop("limits"), "stages.0.limits: Field required"),
+    "bad_memory": (
+        lambda d: _stage(d).update(limits={"memory": "lots", "cpus": 1, "pids": 64}),
+        "stages.0.limits.memory: must be a size such as 4GiB or 512MiB, got 'lots'",
+    ),
+    "zero_cpus": (
+        lambda d: _stage(d).update(limits={"memory": "1GiB", "cpus": 0, "pids": 64}),
+        "stages.0.limits.cpus: Input should be greater than 0",
+    ),
     "heads": (
         lambda d: _stage(d)["model"].update(n_head=3),
         "profiles.tiny-cpu.stages.0.model: n_embd (128) must be divisible by n_head (3)",
@@ -179,6 +188,7 @@ TOY = {
                     "nproc": 1,
                     "gpus": 1,
                     "time_limit_s": 5,
+                    "limits": {"memory": "1GiB", "cpus": 1, "pids": 64},
                     "dataset": "d",
                     "val_tokens": 8,
                     "model": {
@@ -190,7 +200,13 @@ TOY = {
                         "bias": True,
                     },
                 },
-                {"label": "eval", "kind": "lm-eval", "gpus": 1, "time_limit_s": 5},
+                {
+                    "label": "eval",
+                    "kind": "lm-eval",
+                    "gpus": 1,
+                    "time_limit_s": 5,
+                    "limits": {"memory": 1073741824, "cpus": 0.5, "pids": 16},
+                },
             ],
         }
     },
@@ -255,3 +271,18 @@ def test_regions_match_template_markers(task: Task) -> None:
     assert "loss-state hook" in lines[hook.start - 2]
     assert "end of loss-state hook" in lines[hook.end]
     task.new_workspace()  # regions lie inside the file
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4GiB", 4 * 2**30), ("512MiB", 512 * 2**20), ("6g", 6 * 2**30), ("1.5GiB", 3 * 2**29),
+     (1024, 1024), ("100", 100)],
+)  # fmt: skip
+def test_sizes_are_binary_units(text: object, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["", "lots", "-1GiB", "4 PiB", 0, True, "0MiB"])
+def test_a_bad_size_is_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="size|positive"):
+        parse_size(bad)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 import pytest
 
@@ -16,14 +14,10 @@ ISOLATING_KINDS = ["bwrap", "docker"]
 
 
 def bwrap_problem() -> str | None:
-    if shutil.which("bwrap") is None:
-        return "bubblewrap is not installed (apt-get install bubblewrap; .ci/provision-docker)"
-    probe = subprocess.run(
-        ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"], capture_output=True, text=True
-    )
-    if probe.returncode != 0:
-        return f"bubblewrap cannot create namespaces here: {probe.stderr.strip()}"
-    return None
+    from lossgym.sandbox.local_runner import bwrap_problem as problem
+
+    found = problem()
+    return f"{found} (.ci/provision-docker installs it)" if found else None
 
 
 def docker_problem() -> str | None:
@@ -45,7 +39,7 @@ def make_test_runner(kind: str, **docker_options: object) -> Runner:
     if kind == "local":
         from lossgym.sandbox.local_runner import LocalRunner
 
-        return LocalRunner()
+        return LocalRunner(isolation="none")
     if kind == "bwrap":
         if problem := bwrap_problem():
             pytest.skip(problem)

@@ -26,7 +26,7 @@ from lossgym.leaderboard.models import JobRow, utcnow
 from lossgym.sandbox.gpus import Holding, allocate, free_gpus, gpus_needed, parse_ids
 from lossgym.sandbox.runner import RunResult, RunSpec
 from lossgym.sandbox.worker import Worker
-from tests.conftest import REPO
+from tests.conftest import REPO, make_service
 
 TASK = "llm-pretrain-loss"
 
@@ -89,7 +89,7 @@ def _settings(tmp_path: Path, gpus: str) -> Settings:
 def _service(settings: Settings) -> EpisodeService:
     db = Database(settings.database)
     db.create_schema()
-    return EpisodeService(settings, db, TaskCache(settings.tasks_dir))
+    return make_service(settings, db)
 
 
 def _queue(service: EpisodeService, profiles: list[str]) -> list[tuple[str, str]]:

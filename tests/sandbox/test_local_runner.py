@@ -1,4 +1,4 @@
-"""LocalRunner: exit codes, logs, time limits and cancel kill the whole process group."""
+"""LocalRunner without isolation (an opt-in): exit codes, logs, time limits and cancel kill the whole tree."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def _alive(pid: int, grace_s: float = 3.0) -> bool:
 
 
 def test_exit_code_and_log(tmp_path: Path) -> None:
-    result = LocalRunner().run(_spec(tmp_path, "print('hello'); raise SystemExit(3)"))
+    result = LocalRunner(isolation="none").run(
+        _spec(tmp_path, "print('hello'); raise SystemExit(3)")
+    )
     assert result.exit_code == 3 and not result.timed_out and not result.cancelled
     assert (tmp_path / "run.log").read_text().strip() == "hello"
 
@@ -40,7 +42,7 @@ def test_exit_code_and_log(tmp_path: Path) -> None:
 def test_environment_is_clean(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LOSSGYM_OPERATOR_KEY", "secret")
     code = "import os; print(sorted(k for k in os.environ if k.startswith('LOSSGYM')))"
-    assert LocalRunner().run(_spec(tmp_path, code)).exit_code == 0
+    assert LocalRunner(isolation="none").run(_spec(tmp_path, code)).exit_code == 0
     assert (tmp_path / "run.log").read_text().strip() == "[]"
 
 
@@ -63,7 +65,7 @@ def _child_pid(log: Path) -> int:
 
 def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     start = time.monotonic()
-    result = LocalRunner().run(_spec(tmp_path, CHILD, timeout_s=1.5))
+    result = LocalRunner(isolation="none").run(_spec(tmp_path, CHILD, timeout_s=1.5))
     assert result.timed_out and result.exit_code is None
     assert time.monotonic() - start < 15
     assert not _alive(_child_pid(tmp_path / "run.log"))
@@ -72,13 +74,13 @@ def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
 def test_cancel_stops_the_run(tmp_path: Path) -> None:
     cancel = threading.Event()
     threading.Timer(1.0, cancel.set).start()
-    result = LocalRunner().run(_spec(tmp_path, CHILD), cancel)
+    result = LocalRunner(isolation="none").run(_spec(tmp_path, CHILD), cancel)
     assert result.cancelled and not result.timed_out
     assert not _alive(_child_pid(tmp_path / "run.log"))
 
 
 def test_children_left_behind_are_killed(tmp_path: Path) -> None:
     orphan_maker = CHILD.rsplit("time.sleep(300)", 1)[0]  # the parent exits at once
-    result = LocalRunner().run(_spec(tmp_path, orphan_maker))
+    result = LocalRunner(isolation="none").run(_spec(tmp_path, orphan_maker))
     assert result.exit_code == 0
     assert not _alive(_child_pid(tmp_path / "run.log"))

@@ -30,6 +30,7 @@ def _job(tmp_path: Path) -> StageJob:
         model_config={"n_layer": 1, "n_head": 2, "n_embd": 32},
         val_tokens=1000,
         seed=7,
+        regions=[{"name": "compute_loss", "start": 1, "end": 1}],
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lossgym.sandbox.runner import PYTHON, Mount, Runner, RunSpec, base_env
+from lossgym.sandbox.runner import PYTHON, Limits, Mount, Runner, RunSpec, base_env
 from tests.sandbox.runner_fixtures import ISOLATING_KINDS, RUNNER_KINDS, make_test_runner
 
 
@@ -156,3 +156,148 @@ print(sorted(name for _, name in socket.if_nameindex()))
 def test_runs_as_an_unprivileged_user(isolating: Runner, tmp_path: Path) -> None:
     assert isolating.run(_spec(tmp_path, "import os; print(os.getuid())")).exit_code == 0
     assert _log(tmp_path).strip() == "65534"
+
+
+# A child that leaves the process group and the session (setsid), then ticks forever.
+SETSID_TICKER = """
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:  # and double-forks, so it is nobody's child
+        while True:
+            with open("ticks", "a") as f:
+                f.write(".")
+            time.sleep(0.05)
+    os._exit(0)
+print("started", flush=True)
+time.sleep(1.0)
+"""
+
+
+@pytest.mark.parametrize("how", ["exits", "times out"])
+def test_setsid_children_die_with_the_run(runner: Runner, tmp_path: Path, how: str) -> None:
+    code = SETSID_TICKER if how == "exits" else SETSID_TICKER + "time.sleep(300)\n"
+    result = runner.run(_spec(tmp_path, code, timeout_s=4.0))
+    assert result.timed_out == (how == "times out")
+    assert (tmp_path / "run" / "ticks").exists(), "the escaped child should have run"
+    assert _ticks_stopped(tmp_path), "a child that called setsid must die with the run"
+
+
+def _limited(runner: Runner) -> None:
+    """Skip when this runner cannot enforce limits here (local runners need a cgroup)."""
+    problem = getattr(runner, "limits_problem", None)
+    if problem:
+        pytest.skip(f"limits are not enforced here: {problem}")
+
+
+ALLOCATE = "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 2**20))\n"
+
+
+def test_memory_limit_kills_the_run_and_says_so(runner: Runner, tmp_path: Path) -> None:
+    _limited(runner)
+    spec = _spec(tmp_path, ALLOCATE, limits=Limits(memory_bytes=256 * 2**20))
+    result = runner.run(spec)
+    assert result.exit_code not in (0, None)
+    assert "[sandbox] killed: out of memory (limit 0.25 GiB)" in _log(tmp_path)
+
+
+FORKS = """
+import os, time
+children = 0
+try:
+    for _ in range(200):
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+except OSError as error:
+    print("refused after", children, type(error).__name__)
+"""
+
+
+def test_process_limit_stops_a_fork_bomb(runner: Runner, tmp_path: Path) -> None:
+    _limited(runner)
+    result = runner.run(_spec(tmp_path, FORKS, limits=Limits(pids=32)))
+    assert result.exit_code == 0
+    refused = _log(tmp_path).split()
+    assert refused[:2] == ["refused", "after"] and int(refused[2]) < 32, _log(tmp_path)
+
+
+# Two threads spin for ~2 s of wall time; the process reports the CPU time it got.
+SPIN = """
+import threading, time
+def spin():
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        pass
+threads = [threading.Thread(target=spin) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(time.process_time())
+"""
+
+
+def test_cpu_limit_holds(runner: Runner, tmp_path: Path) -> None:
+    _limited(runner)
+    assert runner.run(_spec(tmp_path, SPIN, limits=Limits(cpus=0.5))).exit_code == 0
+    cpu_seconds = float(_log(tmp_path).split()[-1])
+    assert cpu_seconds < 1.5, f"0.5 CPU for ~2 s of wall time, but it used {cpu_seconds:.2f} s"
+
+
+def test_no_secret_is_visible_inside(isolating: Runner, tmp_path: Path, monkeypatch) -> None:
+    """Nothing of the service: its environment, its parent's /proc, a database, a key file."""
+    monkeypatch.setenv("LOSSGYM_OPERATOR_KEY", "the-operator-key")
+    database = tmp_path / "lossgym.db"
+    database.write_text("sqlite")
+    code = f"""
+import os
+found = []
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            if b"the-operator-key" in open(f"/proc/{{pid}}/environ", "rb").read():
+                found.append(pid)
+        except OSError:
+            pass
+print("environ", found, "db", os.path.exists({str(database)!r}), "ppid", os.getppid())
+"""
+    assert isolating.run(_spec(tmp_path, code)).exit_code == 0
+    words = _log(tmp_path).split()
+    assert words[:4] == ["environ", "[]", "db", "False"], _log(tmp_path)
+
+
+def test_a_mount_that_holds_the_database_is_refused(isolating: Runner, tmp_path: Path) -> None:
+    hidden = tmp_path / "var" / "lossgym.db"
+    hidden.parent.mkdir()
+    hidden.write_text("sqlite")
+    isolating.hidden = [hidden]  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="holds"):
+        isolating.run(_spec(tmp_path, "print(1)", mounts=[Mount(hidden.parent)]))
+
+
+def test_writable_mounts_are_not_world_writable(runner: Runner, tmp_path: Path) -> None:
+    assert runner.run(_spec(tmp_path, "open('out.txt', 'w').write('ok')")).exit_code == 0
+    mode = (tmp_path / "run").stat().st_mode & 0o777
+    assert mode == 0o700, oct(mode)
+    assert (tmp_path / "run" / "out.txt").read_text() == "ok"
+
+
+def test_a_root_worker_runs_agent_code_as_the_sandbox_user(isolating: Runner) -> None:
+    """Outside the sandbox too, the run's processes and files belong to uid 65534, not root."""
+    import os
+    import tempfile
+
+    from lossgym.sandbox.local_runner import unreachable_ancestor
+    from lossgym.sandbox.runner import python_runtime
+
+    if os.geteuid() != 0:
+        pytest.skip("only a root worker drops privileges")
+    blocked = [b for m in python_runtime() if (b := unreachable_ancestor(m.path))]
+    if blocked and isolating.name == "bwrap":
+        pytest.skip(f"uid 65534 cannot reach the Python runtime ({blocked[0]}; .ci/run opens it)")
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        os.chmod(tmp, 0o711)
+        code = "import os; open('mine', 'w').write(str(os.getuid()))"
+        assert isolating.run(_spec(Path(tmp), code)).exit_code == 0
+        owner = (Path(tmp) / "run" / "mine").stat().st_uid
+        assert owner == 65534, f"a file the sandbox wrote belongs to uid {owner} on the host"

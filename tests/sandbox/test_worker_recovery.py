@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 
 from lossgym.config import Settings
-from lossgym.env.catalog import TaskCache
 from lossgym.env.service import EpisodeService
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
 from lossgym.sandbox.local_runner import group_members as _members
 from lossgym.sandbox.worker import Worker
-from tests.conftest import REPO, fast_tasks_dir
+from tests.conftest import REPO, fast_tasks_dir, make_service
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +34,7 @@ def _setup(
     )
     db = Database(fast.database)
     db.create_schema()
-    return fast, EpisodeService(fast, db, TaskCache(fast.tasks_dir))
+    return fast, make_service(fast, db)
 
 
 def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from trainertest_helpers import TINY_MODEL, reference_val_loss, run_evaluator
 
+from lossgym.trainer.hashing import file_sha256
 from lossgym.trainer.model import GPT, CheckpointError, GPTConfig, load_checkpoint
 from lossgym.trainer.shards import write_shard
 
@@ -59,7 +60,8 @@ def test_matches_hand_computed_reference(setup):
     proc = run_evaluator(*_args(tmp_path))
     assert proc.returncode == 0, proc.stderr
     out = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert set(out) == {"metrics", "val_tokens", "seconds"}
+    assert set(out) == {"metrics", "val_tokens", "seconds", "checkpoint_sha256"}
+    assert out["checkpoint_sha256"] == file_sha256(tmp_path / "out" / "model.safetensors")
     assert out["val_tokens"] == VAL_TOKENS
     got = out["metrics"]["val_loss_tiny"]
     model.eval()

@@ -175,7 +175,7 @@ def test_all_metrics_match_the_reference(setup, model, enc):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert set(out) == {"metrics", "counts", "skipped", "seconds"}
+    assert set(out) == {"metrics", "counts", "skipped", "seconds", "checkpoint_sha256"}
     assert out["skipped"] == []
     assert out["counts"] == {
         "wikitext2": 2, "lambada": 3, "arc_easy": 4, "hellaswag": 3, "piqa": 3, "winogrande": 3,
@@ -296,7 +296,10 @@ def test_wikitext_detokenizer_and_hellaswag_cleaning():
 
 
 def test_eval_set_names_agree_with_the_task_schema():
-    stage = StageSpec(label="e", kind="lm-eval", time_limit_s=1, evals=list(lm_eval.EVAL_SETS))
+    limits = {"memory": "1GiB", "cpus": 1, "pids": 64}
+    stage = StageSpec(
+        label="e", kind="lm-eval", time_limit_s=1, limits=limits, evals=list(lm_eval.EVAL_SETS)
+    )
     assert tuple(stage.evals) == lm_eval.EVAL_SETS
 
 
@@ -318,7 +321,7 @@ def test_worker_stage_maps_exit_codes(setup):
             run_dir=tmp_path / name, checkpoint=checkpoint, evals_dir=evals, label="lm-eval-tiny",
             model_config=CFG, time_limit_s=120, evals=["piqa", "winogrande"], limit=2,
         )  # fmt: skip
-        return run_lm_eval_stage(job, LocalRunner(), threading.Event())
+        return run_lm_eval_stage(job, LocalRunner(isolation="none"), threading.Event())
 
     ok = run(tmp_path / "model.safetensors", data / "evals", "a")
     assert ok.status == "ok", ok.reason

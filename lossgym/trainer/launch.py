@@ -1,0 +1,48 @@
+"""Run the agent's training script with its regions in a namespace of their own.
+
+    torchrun ... --no-python python -I -u -m lossgym.trainer.launch \\
+        --script nanoGPT/custom_pretrain.py \\
+        --regions '[{"name": "compute_loss", "start": 215, "end": 218}, ...]'
+
+The worker passes the regions' spans from the session's stored state (trusted),
+not from the file. The script runs as `__main__` from its read-only lines only:
+every region line is blank, the hook's first line becomes a call to the hook,
+and `compute_loss` is the trusted `AgentLoss` (`agent_code.py`), so line
+numbers in tracebacks are the file's own. `python -I` keeps the workspace
+directory off `sys.path`: a file the agent created there cannot stand in for a
+module the script imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+from lossgym.trainer.agent_code import HOOK_CALL, blank_regions, load_regions, regions_in
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--script", required=True, help="the workspace's training script")
+    parser.add_argument("--regions", required=True, help="JSON list of {name, start, end}")
+    args = parser.parse_args(argv)
+    path = str(Path(args.script).resolve())
+    script = Path(path).read_text(encoding="utf-8")
+    regions = regions_in(script, json.loads(args.regions))
+    loss, hook, _ = load_regions(args.script, script, regions)
+    code = compile(blank_regions(script, regions), args.script, "exec", dont_inherit=True)
+    main_module = types.ModuleType("__main__")
+    main_module.__dict__.update(__file__=path, __builtins__=__builtins__)
+    main_module.__dict__[HOOK_CALL] = hook
+    if loss is not None:
+        main_module.__dict__["compute_loss"] = loss
+    sys.modules["__main__"] = main_module
+    sys.argv = [path]
+    exec(code, main_module.__dict__)  # noqa: S102 - the task's own read-only lines
+
+
+if __name__ == "__main__":
+    main()
