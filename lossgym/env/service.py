@@ -24,7 +24,8 @@ from lossgym.config import Settings
 from lossgym.env import episode, texts
 from lossgym.env.catalog import TaskCache
 from lossgym.env.errors import AgentError, RateLimited, TaskSpecError
-from lossgym.env.task import PreflightSpec, Task
+from lossgym.env.limits import PreflightSpec
+from lossgym.env.task import Task
 from lossgym.env.tools import EditArgs, SubmitArgs, UndoArgs, ViewArgs, tool_schemas
 from lossgym.env.workspace import Region, Workspace
 from lossgym.leaderboard import store

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lossgym.env.errors import AgentError, RateLimited, ServiceUnavailable
-from lossgym.env.task import PreflightSpec
+from lossgym.env.limits import PreflightSpec
 from lossgym.env.workspace import Region
 from lossgym.sandbox.policy import RegionCode, check_regions
 from lossgym.sandbox.runner import (

@@ -9,7 +9,7 @@ import pytest
 
 from lossgym.env.catalog import TaskCache
 from lossgym.env.errors import AgentError, RateLimited
-from lossgym.env.task import LimitsSpec, PreflightSpec
+from lossgym.env.limits import LimitsSpec, PreflightSpec
 from lossgym.env.workspace import Workspace
 from lossgym.sandbox.preflight import Preflight
 from tests.conftest import REPO

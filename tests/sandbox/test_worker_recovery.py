@@ -19,6 +19,7 @@ from lossgym.config import Settings
 from lossgym.env.service import EpisodeService
 from lossgym.leaderboard import store
 from lossgym.leaderboard.db import Database
+from lossgym.sandbox import cgroups
 from lossgym.sandbox.local_runner import group_members as _members
 from lossgym.sandbox.worker import Worker
 from tests.conftest import REPO, fast_tasks_dir, make_service
@@ -60,6 +61,16 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[n
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _leftovers(pid_file: Path) -> set[int]:
+    """What still runs of a recorded run: its cgroup's processes, or its process group's."""
+    pid, _, group = pid_file.read_text().split()[1].partition(":")
+    found = set(_members(int(pid), str(pid_file.parent)))
+    hierarchy = cgroups.detect()
+    if group and isinstance(hierarchy, cgroups.Cgroups):
+        found |= hierarchy.group(group).pids()
+    return found
+
+
 def test_kill_9_worker_mid_test(tmp_path: Path, settings: Settings) -> None:
     fast, service = _setup(tmp_path, settings)
     sid = service.create_session("llm-pretrain-loss", "pytest")["session_id"]
@@ -70,8 +81,8 @@ def test_kill_9_worker_mid_test(tmp_path: Path, settings: Settings) -> None:
     _wait_for(lambda: first_log.exists() and "iter " in first_log.read_text(), 120, "training")
     first.send_signal(signal.SIGKILL)
     first.wait()
-    pgid = int((first_log.parent / "pid").read_text().split()[1])
-    assert _members(pgid, str(first_log.parent)), "the dead worker's training should linger"
+    pid_file = first_log.parent / "pid"
+    assert _leftovers(pid_file), "the dead worker's training should linger"
 
     second = _start_worker(fast, tmp_path / "worker2.log")
     try:
@@ -80,7 +91,7 @@ def test_kill_9_worker_mid_test(tmp_path: Path, settings: Settings) -> None:
         second.terminate()
         second.wait(timeout=60)
 
-    assert not _members(pgid, str(first_log.parent)), "leftovers of attempt 1 must be killed"
+    assert not _leftovers(pid_file), "leftovers of attempt 1 must be killed"
     info = service.test_info(sid, 1)
     assert info["status"] == "done" and info["valid"], info["text"]
     assert info["text"].startswith("[Test #1] (2 tests remaining;")

@@ -401,6 +401,8 @@ if master:
                  if k in name), None)  # dense bf16 FLOP/s per GPU
     mfu = (f"MFU {100 * flops_per_token * tok_s / world_size / peak:.1f}%" if peak
            else f"MFU unknown (no bf16 peak known for {name})")
+    if device_type == "cuda":
+        mfu += f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
     print(f"done: {max_iters} iters in {elapsed:.1f}s ({eval_seconds:.1f}s monitor eval), "
           f"{tok_s:.0f} tok/s, {mfu}")
     from safetensors.torch import save_file
