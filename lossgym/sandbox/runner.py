@@ -175,16 +175,13 @@ def make_runner(settings: Settings) -> Runner:
         from lossgym.sandbox.docker_runner import DockerRunner
 
         return DockerRunner.from_settings(settings, hidden=hidden)
-    from lossgym.sandbox.local_runner import LocalRunner, bwrap_problem
+    from lossgym.sandbox.local_runner import LocalRunner
 
-    isolation = settings.isolation
-    if isolation in ("auto", "bwrap") and (problem := bwrap_problem()):
-        raise RuntimeError(f"{problem}. {NO_SANDBOX_HINT}")
-    return LocalRunner(
-        isolation="none" if isolation == "none" else "bwrap",
-        user=settings.sandbox_user,
-        hidden=hidden,
-    )
+    isolation = "none" if settings.isolation == "none" else "bwrap"
+    try:
+        return LocalRunner(isolation=isolation, user=settings.sandbox_user, hidden=hidden)
+    except RuntimeError as error:  # bubblewrap cannot work here: say what can
+        raise RuntimeError(f"{error}. {NO_SANDBOX_HINT}") from error
 
 
 NO_SANDBOX_HINT = (

@@ -30,6 +30,7 @@ def finish_test(
     n: int,
     metrics: dict[str, float] | None,
     elapsed_s: float = 10.0,
+    sandbox: str = "bwrap",
 ) -> None:
     """Record test n's result (metrics None: the stage failed) and finalize if the session ended."""
     stage_label = label(service)
@@ -50,6 +51,7 @@ def finish_test(
         test.status = "done" if metrics is not None else "failed"
         test.valid = metrics is not None
         test.metrics = metrics or {}
+        test.sandbox = sandbox
         test.finished_at = utcnow()
         store.get_job_for_test(tx, test.id).status = "done"
         episode.finalize_if_done(tx, service.tasks.get(TASK), test.session)

@@ -126,3 +126,17 @@ def test_running_session_page_is_only_a_summary(server: str, filled: Filled) -> 
 def test_unknown_session_is_an_html_404(server: str) -> None:
     text = get(server, "/board/no-such-session", status=404)
     assert "Not found" in text and "no-such-session" in text
+
+
+def test_an_unisolated_session_carries_a_badge(
+    server: str, service: EpisodeService, db: Database
+) -> None:
+    from tests.leaderboard.lbtest_helpers import TASK, end, finish_test, primary_key
+
+    trusted = fill(service, db).good
+    sid = service.create_session(TASK, "unsandboxed", seed=0)["session_id"]
+    assert service.test(sid, wait=False).ok
+    finish_test(service, db, sid, 1, {primary_key(service): 4.7}, sandbox="local")
+    end(service, db, sid)
+    rows = {r["sid"]: r for r in Page(get(server, "/")).rows}
+    assert "unisolated" in rows[sid]["cells"][1] and "unisolated" not in rows[trusted]["cells"][1]

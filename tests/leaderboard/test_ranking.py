@@ -253,3 +253,19 @@ def test_ranks_stats_and_mean_curve() -> None:
     assert Stat.of([]) is None
     assert Stat.of([2.0]) == Stat(1, 2.0, None)
     assert mean_curve([[[0, 4, 6], [5, 2, 3]], [[0, 2, 4]]]) == [[0, 3, 5, 2], [5, 2, 3, 1]]
+
+
+def test_a_session_tested_without_a_sandbox_is_marked(
+    service: EpisodeService, db: Database, board_service: LeaderboardService
+) -> None:
+    trusted = scored_session(service, db, "sandboxed", 1337, 5.0)
+    sid = service.create_session(TASK, "unsandboxed", seed=1337)["session_id"]
+    assert service.test(sid, wait=False).ok
+    finish_test(service, db, sid, 1, {primary_key(service): 4.0}, sandbox="local")
+    end(service, db, sid)
+    board = board_service.board()
+    rows = _rows_by_session(board)
+    assert rows[sid]["unisolated"] and not rows[trusted]["unisolated"]
+    assert board_service.session(sid)["tests"][0]["sandbox"] == "local"
+    table = list(csv.DictReader(io.StringIO(to_csv(board))))
+    assert {r["session_id"]: r["unisolated"] for r in table} == {sid: "true", trusted: "false"}
