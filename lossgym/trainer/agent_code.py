@@ -9,9 +9,10 @@ regions here instead:
   listed builtins and the `loss_*` state. So it can neither read a name of the
   training script (its optimizer, model, data, config) nor shadow one: a
   region's `def min` or `def sorted` is the region's own.
-- The script calls `AgentLoss`, not the agent's function. It hands the agent a
-  detached copy of the logits (a leaf with no autograd path to the
-  parameters) and a copy of the targets, and bridges the gradient back: in the
+- The script calls `AgentLoss`, not the agent's function. It hands the agent
+  the logits detached (a leaf with no autograd path to the parameters; it
+  shares their storage, so writing into it is refused) and a copy of the
+  targets, and bridges the gradient back: in the
   backward pass it differentiates the agent's loss with respect to that leaf
   and passes the result on to the real logits. Same numbers, same memory as a
   direct call, but frames, `grad_fn`, `.data` and the garbage collector lead
