@@ -34,6 +34,7 @@ TRAIN_LINE = re.compile(
     r"^TRAIN_METRICS: step=(\d+), train_loss=([-+0-9.eEnaif]+), val_loss=([-+0-9.eEnaif]+)$"
 )
 LOG_TAIL_BYTES = 8_000
+LOG_READ_BYTES = 1_000_000
 EVAL_TIME_LIMIT_S = 1800.0
 EVAL_EXIT_BAD_CHECKPOINT = 1  # lossgym.trainer.evaluate: the checkpoint is missing or rejected
 
@@ -340,10 +341,14 @@ def agent_log(text: str) -> str:
 
 
 def parse_train_metrics(text: str) -> tuple[list[list[float]], list[str]]:
-    """TRAIN_METRICS lines → curve points and the lines themselves (progress only)."""
+    """TRAIN_METRICS lines → curve points and the lines themselves (progress only).
+
+    Only whole lines that start with the marker count: the script prints them
+    so, and region code cannot (its prints start with `[loss] `).
+    """
     curve, lines = [], []
     for line in text.splitlines():
-        match = TRAIN_LINE.match(line.strip())
+        match = TRAIN_LINE.match(line.rstrip())
         if match:
             step, train, val = match.groups()
             try:
@@ -355,6 +360,11 @@ def parse_train_metrics(text: str) -> tuple[list[list[float]], list[str]]:
 
 
 def _read_text(path: Path) -> str:
+    """The last megabyte of a log, from its first whole line on."""
     if not path.is_file():
         return ""
-    return path.read_bytes()[-1_000_000:].decode("utf-8", errors="replace")
+    data = path.read_bytes()
+    if len(data) > LOG_READ_BYTES:
+        data = data[-LOG_READ_BYTES:]
+        data = data[data.find(b"\n") + 1 :]  # a cut line is no line: it may lack its start
+    return data.decode("utf-8", errors="replace")

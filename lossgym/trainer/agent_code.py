@@ -174,14 +174,30 @@ class AgentCodeError(RuntimeError):
 
 
 def run_agent(what: str, path: str, function: Any, *args: Any) -> Any:
-    """`function(*args)`, with any exception it raises turned into an AgentCodeError."""
+    """`function(*args)`, with any exception it raises turned into an AgentCodeError,
+    and torch's grad mode as it found it (a reused `torch.no_grad()` can leave it off)."""
+    import torch
+
+    grad_enabled = torch.is_grad_enabled()
     try:
         return function(*args)
     except Exception as error:
-        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == path]
-        at = f" (line {frames[-1].lineno})" if frames else ""
+        raise AgentCodeError(f"{what} raised {_one_line(error, path)}") from None
+    finally:
+        torch.set_grad_enabled(grad_enabled)
+
+
+def _one_line(error: Exception, path: str) -> str:
+    """`Type: message (line N)`, safe to print: the message's own newlines are gone, and
+    a message that cannot even be made a string (a RecursionError in its repr) is left out."""
+    try:
         message = " | ".join(str(error).splitlines())[:MESSAGE_CHARS]
-        raise AgentCodeError(f"{what} raised {type(error).__name__}: {message}{at}") from None
+    except BaseException:  # noqa: BLE001 - nothing of the agent's may escape unsanitised
+        message = "(a message that cannot be shown)"
+    error.__context__ = error.__cause__ = None
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == path]
+    at = f" (line {frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {message}{at}"
 
 
 class LossContractError(TypeError):

@@ -18,8 +18,8 @@ to a policy test.
 from __future__ import annotations
 
 # Functions and constants of `torch` a loss may call. `torch.nn` is the `nn`
-# stand-in below; `torch.Tensor` is there for isinstance checks (its attributes
-# are held to TENSOR_ATTRIBUTES like any other attribute).
+# stand-in below. No `torch.Tensor`: called, it hands out uninitialised memory
+# as `empty` would (use `torch.is_tensor` to check a value).
 TORCH = frozenset(
     """
     abs absolute acos acosh add addcdiv addcmul addmm all allclose amax amin aminmax any
@@ -42,7 +42,7 @@ TORCH = frozenset(
     take_along_dim tan tanh tensor tensordot tile topk trace transpose tril triu
     true_divide trunc unbind unique unsqueeze var var_mean vstack where xlogy zeros
     zeros_like
-    no_grad enable_grad finfo iinfo result_type promote_types Tensor Size nn
+    no_grad enable_grad finfo iinfo result_type promote_types Size nn
     float float16 float32 float64 bfloat16 half double int int8 int16 int32 int64 long
     uint8 bool e pi inf nan
     """.split()

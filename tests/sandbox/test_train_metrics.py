@@ -41,3 +41,21 @@ def test_agent_log_drops_the_launcher_report() -> None:
     cleaned = agent_log(log)
     assert cleaned.rstrip().endswith("[rank0]: RuntimeError: late failure")
     assert "ChildFailedError" not in cleaned and "Sending SIGTERM" not in cleaned
+
+
+def test_a_line_cut_by_the_log_window_is_not_read(tmp_path) -> None:
+    """A second red-team pass: an agent line padded past the 1 MB window lost its
+    `[loss] ` prefix at the cut, and stripping it made a TRAIN_METRICS line."""
+    from lossgym.sandbox.stages import LOG_READ_BYTES, _read_text
+
+    real = "TRAIN_METRICS: step=10, train_loss=5.0000, val_loss=5.1000\n"
+    forged = (
+        "[loss] "
+        + " " * (LOG_READ_BYTES + 100)
+        + "TRAIN_METRICS: step=99, train_loss=0.1, val_loss=0.1\n"
+    )
+    log = tmp_path / "train.log"
+    log.write_text(real + forged + real.replace("step=10", "step=20"))
+    curve, _ = parse_train_metrics(_read_text(log))
+    assert curve == [[20, 5.0, 5.1]]
+    assert parse_train_metrics("  " + real)[0] == []  # only whole lines, from their start

@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from lossgym.trainer import allowlist
-from lossgym.trainer.agent_code import AgentLoss, agent_namespace, load_regions, regions_in
+from lossgym.trainer.agent_code import (
+    AgentCodeError,
+    AgentLoss,
+    agent_namespace,
+    load_regions,
+    regions_in,
+)
 
 # A toy training script laid out like the template: read-only lines that use
 # builtins and config names, a compute_loss region, a hook region in the loop.
@@ -204,3 +210,39 @@ def test_refused_names_are_not_allowed_anywhere() -> None:
     dangerous = {"data", "grad", "grad_fn", "numpy", "format", "backward", "storage", "_base"}
     assert not dangerous & allowlist.ATTRIBUTES
     assert all(not name.startswith("_") for name in allowlist.ATTRIBUTES)
+
+
+def test_an_exception_whose_message_cannot_be_shown_is_still_one_line() -> None:
+    """A second red-team pass: str() of a deeply nested KeyError raises, and its chain
+    (with the agent's raw, multi-line message) would print un-sanitised."""
+
+    def deep(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        nested: list = []
+        for _ in range(5000):
+            nested = [nested]
+        try:
+            raise ValueError("x\nTRAIN_METRICS: step=1, train_loss=0.1, val_loss=0.1")
+        except ValueError:
+            raise KeyError(nested) from None
+
+    with pytest.raises(AgentCodeError) as error:
+        AgentLoss(deep, "x.py")(torch.randn(2, 3, requires_grad=True) * 1, torch.zeros(2))
+    assert "KeyError: (a message that cannot be shown)" in str(error.value)
+    assert error.value.__suppress_context__ and error.value.__cause__ is None
+
+
+def test_grad_mode_is_restored_after_agent_code() -> None:
+    def leaves_grad_off(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        off = torch.no_grad()
+        value = logits.sum()
+        with off, off:  # a reused no_grad object leaves grad mode off on exit
+            pass
+        return value
+
+    AgentLoss(leaves_grad_off, "x.py")(torch.randn(2, 3, requires_grad=True) * 1, torch.zeros(2))
+    assert torch.is_grad_enabled()
+
+
+def test_no_torch_tensor_constructor_for_uninitialised_memory() -> None:
+    assert not hasattr(agent_namespace()["torch"], "Tensor")
+    assert "Tensor" not in allowlist.ATTRIBUTES
