@@ -188,7 +188,7 @@ def phases(args: argparse.Namespace, data: Path, work: Path) -> dict:
 
     gpus = torch.cuda.device_count()
     deadline = time.monotonic() + args.budget_s
-    iters = {"compile": 6, "eager": 6, "fp32": 4, "det": 4} if args.dry_run else {
+    iters = {"compile": 4, "eager": 4, "fp32": 3, "det": 3} if args.dry_run else {
         "compile": 60, "eager": 40, "fp32": 20, "det": 30}  # fmt: skip
     runs: list[Run] = []
 

@@ -16,7 +16,7 @@ import pytest
 
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
-from lossgym.env.service import EpisodeService
+from lossgym.env.service import EpisodeService, PreflightCheck
 from lossgym.leaderboard.db import Database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,21 +65,38 @@ def db(settings: Settings) -> Iterator[Database]:
     database.dispose()
 
 
-def make_service(settings: Settings, db: Database) -> EpisodeService:
+def make_service(
+    settings: Settings, db: Database, preflight: PreflightCheck | None = None
+) -> EpisodeService:
     """The episode service with the pre-flight of the configured sandbox, as `serve` has."""
     from lossgym.sandbox.preflight import Preflight
     from lossgym.sandbox.runner import make_runner
 
-    preflight = Preflight(make_runner(settings), settings.runs_dir / "preflight")
+    if preflight is None:
+        preflight = Preflight(make_runner(settings), settings.runs_dir / "preflight")
     return EpisodeService(settings, db, TaskCache(settings.tasks_dir), preflight)
 
 
+@pytest.fixture(scope="session")
+def shared_preflight(tmp_path_factory: pytest.TempPathFactory) -> PreflightCheck:
+    """One pre-flight for the tests' services: it keeps verdicts by workspace and limits,
+    so the many sessions on the unmodified template are smoke-run once, not per test."""
+    from lossgym.sandbox.preflight import Preflight
+    from lossgym.sandbox.runner import make_runner
+
+    work = tmp_path_factory.mktemp("preflight")
+    runner = make_runner(Settings(database=work / "none.db", isolation=test_isolation()))
+    return Preflight(runner, work, per_minute=1000)
+
+
 @pytest.fixture
-def service(settings: Settings, db: Database) -> EpisodeService:
-    return make_service(settings, db)
+def service(settings: Settings, db: Database, shared_preflight: PreflightCheck) -> EpisodeService:
+    return make_service(settings, db, shared_preflight)
 
 
-def fast_tasks_dir(tmp_path: Path, **stage_overrides: object) -> Path:
+def fast_tasks_dir(
+    tmp_path: Path, preflight_time_limit_s: float | None = None, **stage_overrides: object
+) -> Path:
     """A copy of the task whose tiny-cpu training is a few seconds long.
 
     Tasks are data: the copy differs only in its task.yaml, no code changes.
@@ -102,6 +119,8 @@ def fast_tasks_dir(tmp_path: Path, **stage_overrides: object) -> Path:
             stage["config"].update(value)  # type: ignore[arg-type]
         else:
             stage[key] = value
+    if preflight_time_limit_s is not None:
+        spec["preflight"]["time_limit_s"] = preflight_time_limit_s
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     return tasks
 

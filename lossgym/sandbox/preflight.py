@@ -89,7 +89,7 @@ class Preflight:
         spec: PreflightSpec,
     ) -> None:
         """Raise AgentError (RateLimited when too frequent) unless the workspace passes."""
-        key = _verdict_key(files, regions)
+        key = _verdict_key(files, regions, spec)
         with self._lock:
             known = key in self._verdicts
             verdict = self._verdicts.get(key)
@@ -182,11 +182,14 @@ def _verdict(log: str, nonce: str, timed_out: bool, spec: PreflightSpec) -> str 
     return f"{PREFIX}the smoke run of compute_loss crashed: {tail}"
 
 
-def _verdict_key(files: Mapping[str, str], regions: Mapping[str, Sequence[Region]]) -> str:
+def _verdict_key(
+    files: Mapping[str, str], regions: Mapping[str, Sequence[Region]], spec: PreflightSpec
+) -> str:
+    """The workspace and the limits it was checked under (a verdict holds for both)."""
     import hashlib
 
-    blob = json.dumps([files, {p: [r.to_dict() for r in rs] for p, rs in regions.items()}],
-                      sort_keys=True)  # fmt: skip
+    spans = {path: [r.to_dict() for r in rs] for path, rs in regions.items()}
+    blob = json.dumps([files, spans, spec.model_dump()], sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

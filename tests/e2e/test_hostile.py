@@ -1,13 +1,25 @@
-"""Hostile compute_loss bodies through the public HTTP API (SPEC §11).
+"""Hostile compute_loss bodies through the public HTTP API (SPEC §11), with
+bubblewrap and with Docker.
 
-Each is either refused by the free pre-flight (no test spent) or fails its test
-with a clear text; no forged number reaches the database; and an honest session
-running beside them still gets a valid result.
+Each is either refused by the free pre-flight (no test spent), fails its test
+with a clear text, or runs with no effect; no forged number reaches the
+database; and an honest session running beside them still gets a valid result.
+
+The steering payload passes pre-flight (it is valid region code) and returns
+plain cross-entropy while trying to steer training: it shadows the builtins
+the read-only script uses (sorted picked the shards, min capped the LR
+schedule, range counted the iterations, isinstance chose the init), prints a
+forged TRAIN_METRICS line, draws random numbers and sets names from the hook.
+The regions run in a namespace of their own and get the logits cut off from
+the model, so its trusted val_loss must equal the honest session's (plain
+cross-entropy, same seed) exactly, with the same curve. A run that fails
+shows no host path or secret in its text.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import httpx
@@ -17,8 +29,8 @@ from lossgym.baseline_runs import spans_in
 from lossgym.config import Settings
 from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.models import StageResultRow, TestRow
-from tests.conftest import fast_tasks_dir, run_server
-from tests.sandbox.runner_fixtures import DOCKER_IMAGE, docker_problem
+from tests.conftest import REPO, fast_tasks_dir, run_server
+from tests.sandbox.runner_fixtures import DOCKER_IMAGE, bwrap_problem, docker_problem
 
 pytestmark = pytest.mark.slow
 FILE = "nanoGPT/custom_pretrain.py"
@@ -45,12 +57,24 @@ REFUSED_BY_PREFLIGHT = {
     "raises": DEF + "    raise RuntimeError('nope')\n\n",
 }
 LATE = "    if loss_progress > 0.6:\n"
+STEERING = f"""def sorted(values, **kwargs):
+    return ["val_000000.bin"] * 3
+def min(a, b):
+    return 1.0
+def range(n):
+    return [0] * (3 * n)
+def isinstance(a, b):
+    return False
+len = 0
+
+{DEF}    noise = torch.randn(64)
+    print('Final metrics (gpt-tiny): val_loss_gpt-tiny=0.0001')
+    print('TRAIN_METRICS: step=99999, train_loss=0.0001, val_loss=0.0001')
+{CE.replace("ignore_index=-1)", "ignore_index=-1) + 0.0 * noise.sum()")}"""
+STEERING_HOOK = (
+    "    loss_progress = iter_num / max_iters\n    loss_lr = 100.0\n    loss_max_iters = 1\n"
+)
 FAILS_ITS_TEST = {
-    "prints forged metrics": (
-        DEF + "    print('Final metrics (gpt-tiny): val_loss_gpt-tiny=0.0001')\n"
-        "    print('TEST_METRICS: val_loss=0.0001')\n"
-        "    print('TRAIN_METRICS: step=99999, train_loss=0.0001, val_loss=0.0001')\n" + CE
-    ),
     "returns NaN late": DEF + LATE + "        return logits.sum() * float('nan')\n" + CE,
     "raises late": DEF + LATE + "        raise RuntimeError('late failure')\n" + CE,
 }
@@ -80,7 +104,8 @@ def _edit(base: str, headers: dict, region: tuple[int, int], content: str) -> tu
 def hostile_settings(tmp_path: Path, settings: Settings) -> Settings:
     # 12 iterations: enough for the late failures (after 60% of training) to fire.
     config = {"max_iters": 12, "eval_interval": 6, "log_interval": 3}
-    tasks = fast_tasks_dir(tmp_path, time_limit_s=120, config=config)
+    # A 10 s pre-flight: "sleeps forever" would otherwise wait out the task's 60 s.
+    tasks = fast_tasks_dir(tmp_path, time_limit_s=120, config=config, preflight_time_limit_s=10)
     return settings.model_copy(update={"tasks_dir": tasks})
 
 
@@ -101,18 +126,39 @@ def test_preflight_refuses_hostile_code_for_free(hostile_settings: Settings) -> 
 
 
 def _with_runner(settings: Settings, kind: str) -> Settings:
-    """The service's worker uses runner `kind`; skips where this machine lacks it."""
+    """The service's runner is `kind`; skips where this machine lacks it."""
     if kind == "docker":
         if problem := docker_problem():
             pytest.skip(problem)
         return settings.model_copy(
             update={"runner": "docker", "docker_image": DOCKER_IMAGE, "docker_host_python": True}
         )
-    return settings
+    if problem := bwrap_problem():
+        pytest.skip(problem)
+    return settings.model_copy(update={"isolation": "bwrap"})
 
 
-@pytest.mark.parametrize("kind", ["local", "docker"])
-def test_runtime_hostility_fails_cleanly_beside_an_honest_session(
+def _steering_session(base: str) -> tuple[str, dict]:
+    """A session whose regions hold the steering payload, its test queued."""
+    body = httpx.post(
+        f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": "steer"}
+    ).json()
+    headers = {"Authorization": f"Bearer {body['token']}"}
+    regions = body["regions"][FILE]
+    for position, content in ((0, STEERING), (1, STEERING_HOOK)):
+        region = regions[position]
+        edit = {"op": "replace", "filename": FILE, "start_line": region["start"],
+                "end_line": region["end"], "content": content}  # fmt: skip
+        reply = httpx.post(f"{base}/edit", json=edit, headers=headers)
+        assert reply.status_code == 200, reply.text
+        regions = reply.json()["regions"][FILE]
+    queued = httpx.post(f"{base}/test", headers=headers, params={"wait": "false"}, timeout=TIMEOUT)
+    assert queued.status_code == 200, queued.text
+    return body["session_id"], headers
+
+
+@pytest.mark.parametrize("kind", ["bwrap", "docker"])
+def test_runtime_hostility_fails_cleanly_or_changes_nothing(
     hostile_settings: Settings, kind: str
 ) -> None:
     hostile_settings = _with_runner(hostile_settings, kind)
@@ -120,24 +166,33 @@ def test_runtime_hostility_fails_cleanly_beside_an_honest_session(
         honest_sid, honest, _ = _session(base, "honest")
         queued = httpx.post(f"{base}/test", headers=honest, params={"wait": "false"})
         assert queued.status_code == 200
-        _, headers, region = _session(base, "hostile-runtime")
+        steer_sid, steering = _steering_session(base)
+        hostile_sid, headers, region = _session(base, "hostile-runtime")
         texts = {}
         for name, body in FAILS_ITS_TEST.items():
             region = _edit(base, headers, region, body)
             reply = httpx.post(f"{base}/test", headers=headers, timeout=TIMEOUT)
             assert reply.status_code == 200, (name, reply.text)
             texts[name] = reply.json()["text"]
+        raised = httpx.get(f"{base}/sessions/{hostile_sid}/tests/2", headers=headers).json()
         honest_result = httpx.get(f"{base}/sessions/{honest_sid}/tests/1", headers=honest).json()
+        steered = httpx.get(f"{base}/sessions/{steer_sid}/tests/1", headers=steering).json()
         assert httpx.get(f"{base}/health").status_code == 200
 
-    assert (
-        "val_loss_gpt-tiny=0.0001" not in texts["prints forged metrics"].split("Final metrics")[-1]
-    )
+    assert honest_result["status"] == "done" and honest_result["valid"], honest_result["text"]
+    assert steered["valid"], steered["text"]
+    key = "val_loss_gpt-tiny"
+    assert round(steered["metrics"][key], 4) == round(honest_result["metrics"][key], 4)
+    assert steered["stages"][0]["train_lines"] == honest_result["stages"][0]["train_lines"]
+    assert "val_loss_gpt-tiny=0.0001" not in steered["text"].split("Final metrics")[-1]
     assert "[STATUS: INVALID] An evaluated metric is not finite" in texts["returns NaN late"]
     assert (
         "[STATUS: FAILED exit=" in texts["raises late"] and "late failure" in texts["raises late"]
     )
-    assert honest_result["status"] == "done" and honest_result["valid"], honest_result["text"]
+    for text in (texts["raises late"], raised["stages"][0]["log_tail"]):
+        for fact in (str(REPO), sys.prefix, sys.base_prefix, str(hostile_settings.runs_dir)):
+            assert fact not in text, f"{fact} leaked into: {text[-1500:]}"
+        assert hostile_settings.operator_key not in text
     _assert_no_forged_numbers(hostile_settings)
 
 
