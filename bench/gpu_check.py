@@ -207,7 +207,7 @@ def phases(args: argparse.Namespace, data: Path, work: Path) -> dict:
     if gpus >= 2:
         go("124m bf16 eager, NCCL x2", nproc=2, iters=iters["eager"], compile=False)
     model = {k: base_config(args, data, 1)[k] for k in TINY}
-    for k in ("a", "b"):
+    for k in ("a", "b"):  # one seed twice, each scored by the trusted evaluator
         run, ckpt = go(f"determinism {k}", iters=iters["det"], compile=False)
         run.val_loss, run.eval_seconds, _ = evaluate(ckpt, model, data, args.val_tokens, work)
     val, eval_s, error = evaluate(checkpoint, model, data, args.val_tokens, work)

@@ -102,8 +102,8 @@ def _edit(base: str, headers: dict, region: tuple[int, int], content: str) -> tu
 
 @pytest.fixture
 def hostile_settings(tmp_path: Path, settings: Settings) -> Settings:
-    # 12 iterations: enough for the late failures (after 60% of training) to fire.
-    config = {"max_iters": 12, "eval_interval": 6, "log_interval": 3}
+    # 8 iterations: enough for the late failures (after 60% of training) to fire.
+    config = {"max_iters": 8, "eval_interval": 4, "log_interval": 2}
     # A 10 s pre-flight: "sleeps forever" would otherwise wait out the task's 60 s.
     tasks = fast_tasks_dir(tmp_path, time_limit_s=120, config=config, preflight_time_limit_s=10)
     return settings.model_copy(update={"tasks_dir": tasks})

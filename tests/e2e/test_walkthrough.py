@@ -59,8 +59,8 @@ def _check_report(text: str, n: int, remaining: int, label: str) -> float:
 
 @pytest.fixture
 def settings(settings: Settings, tmp_path) -> Settings:
-    """tiny-cpu shortened to 25 iterations: under test are the texts and records, not the loss."""
-    tasks = fast_tasks_dir(tmp_path, config={"max_iters": 25, "eval_interval": 5})
+    """tiny-cpu shortened to 10 iterations: under test are the texts and records, not the loss."""
+    tasks = fast_tasks_dir(tmp_path, config={"max_iters": 10, "eval_interval": 2})
     return settings.model_copy(update={"tasks_dir": tasks})
 
 

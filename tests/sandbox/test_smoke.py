@@ -12,6 +12,7 @@ from lossgym.env.errors import AgentError, RateLimited
 from lossgym.env.limits import LimitsSpec, PreflightSpec
 from lossgym.env.workspace import Workspace
 from lossgym.sandbox.preflight import Preflight
+from lossgym.trainer import smoke
 from tests.conftest import REPO
 from tests.sandbox.runner_fixtures import make_test_runner
 
@@ -63,13 +64,23 @@ def test_plain_cross_entropy_passes(preflight: Preflight) -> None:
         ),
     ],
 )
-def test_broken_losses_are_refused(preflight: Preflight, body: str, message: str) -> None:
+def test_broken_losses_are_refused(body: str, message: str) -> None:
+    """The smoke run's verdicts (lossgym.trainer.smoke.check, here in the test process:
+    these bodies are the test's own). The static policy refuses some of them first;
+    the smoke run must hold on its own."""
     ws, start = _workspace(body)
-    # The static policy refuses some of these first; the smoke run must hold on its own.
+    regions = [r.to_dict() for r in ws.regions_of(FILE)]
+    problem = smoke.check({"path": FILE, "script": ws.files[FILE], "regions": regions})
+    assert problem is not None and message.format(line=start + 2) in problem, problem
+
+
+def test_a_verdict_comes_back_from_the_sandbox(preflight: Preflight) -> None:
+    ws, _ = _workspace("    return logits.sum() * float('nan')\n")
     text = preflight.smoke(dict(ws.files), {FILE: ws.regions_of(FILE)}, SPEC)
-    assert text is not None
-    assert text.startswith("ERROR: Pre-flight check failed (no test was used): "), text
-    assert message.format(line=start + 2) in text
+    assert text == (
+        "ERROR: Pre-flight check failed (no test was used): compute_loss returned nan on "
+        "random logits; it must be finite. Fix it with edit, then call test again."
+    )
 
 
 def test_a_failing_hook_is_named(preflight: Preflight) -> None:
