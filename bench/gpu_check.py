@@ -23,6 +23,7 @@ against its `time_limit_s`. Prints the table and writes `gpu_check.json` under
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -158,16 +159,13 @@ def evaluate(
     return json.loads(out.read_text())["metrics"]["val_loss_check"], seconds, ""
 
 
-_PEAK: list[float | None] = []
-
-
+@functools.cache
 def device_peak() -> float | None:
-    if not _PEAK:
-        import torch
+    """The dense bf16 FLOP/s of GPU 0, where known; None on CPU."""
+    import torch
 
-        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-        _PEAK.append(next((v for k, v in PEAK_BF16.items() if k in name), None))
-    return _PEAK[0]
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
 def base_config(args: argparse.Namespace, data: Path, iters: int) -> dict:

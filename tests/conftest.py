@@ -33,15 +33,12 @@ def data_dir() -> Path:
     return path
 
 
-def test_isolation() -> str:
+def isolation_for_tests() -> str:
     """bubblewrap where it works (CI provides it); elsewhere the tests that are not about
     the sandbox run agent code unisolated, and the sandbox's own tests skip."""
     from lossgym.sandbox.local_runner import bwrap_problem
 
     return "auto" if bwrap_problem() is None else "none"
-
-
-test_isolation.__test__ = False  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -53,7 +50,7 @@ def settings(tmp_path: Path, data_dir: Path) -> Settings:
         worker_in_api=False,
         operator_key=OPERATOR_KEY,
         worker_poll_s=0.2,
-        isolation=test_isolation(),
+        isolation=isolation_for_tests(),
     ).resolved()
 
 
@@ -85,7 +82,7 @@ def shared_preflight(tmp_path_factory: pytest.TempPathFactory) -> PreflightCheck
     from lossgym.sandbox.runner import make_runner
 
     work = tmp_path_factory.mktemp("preflight")
-    runner = make_runner(Settings(database=work / "none.db", isolation=test_isolation()))
+    runner = make_runner(Settings(database=work / "none.db", isolation=isolation_for_tests()))
     return Preflight(runner, work, per_minute=1000)
 
 
