@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from lossgym.baseline_runs import spans_in  # noqa: E402
 from lossgym.config import Settings  # noqa: E402
 from lossgym.leaderboard import store  # noqa: E402
-from lossgym.leaderboard.db import Database  # noqa: E402
+from lossgym.store.db import Database  # noqa: E402
 from tests.conftest import run_server  # noqa: E402
 
 FILE = "nanoGPT/custom_pretrain.py"

@@ -30,8 +30,8 @@ from lossgym.config import Settings  # noqa: E402
 from lossgym.env.service import EpisodeService  # noqa: E402
 from lossgym.env.tools import SubmitArgs  # noqa: E402
 from lossgym.leaderboard import store  # noqa: E402
-from lossgym.leaderboard.db import Database  # noqa: E402
-from lossgym.leaderboard.models import Base  # noqa: E402
+from lossgym.store.db import Database  # noqa: E402
+from lossgym.store.models import Base  # noqa: E402
 from tests.conftest import make_service, run_server  # noqa: E402
 from tests.leaderboard.lbtest_helpers import TASK, finish_test, primary_key  # noqa: E402
 from tests.leaderboard.page_helpers import _edit  # noqa: E402

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 
 from lossgym.env.baselines import EditOp, load_baseline
-from lossgym.env.errors import AgentError, TaskSpecError
 from lossgym.env.task import Task, list_tasks, load_task
+from lossgym.errors import AgentError, TaskSpecError
 from lossgym.leaderboard.ranking import BASELINE_PREFIX, RANKED
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"

@@ -150,8 +150,8 @@ def run_worker(
 ) -> None:
     """Run a worker alone against the configured database (several may run at once)."""
     from lossgym.env.catalog import TaskCache
-    from lossgym.leaderboard.db import Database
     from lossgym.sandbox.worker import Worker
+    from lossgym.store.db import Database
 
     _logging()
     settings = _settings(runner=runner, isolation=isolation)
@@ -321,8 +321,8 @@ def tasks_list() -> None:
 @tasks_app.command("validate")
 def tasks_validate(name: Annotated[str, typer.Argument(help="Task name.")]) -> None:
     """Load a task spec and report the first problem, naming the key."""
-    from lossgym.env.errors import TaskSpecError
     from lossgym.env.task import load_task
+    from lossgym.errors import TaskSpecError
 
     try:
         task = load_task(_settings().tasks_dir, name)

@@ -17,7 +17,7 @@ import pytest
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
 from lossgym.env.service import EpisodeService, PreflightCheck
-from lossgym.leaderboard.db import Database
+from lossgym.store.db import Database
 
 REPO = Path(__file__).resolve().parent.parent
 OPERATOR_KEY = "test-operator-key"

@@ -15,8 +15,8 @@ from lossgym.agent_api.routes import leaderboard, pages, sessions, tools
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
 from lossgym.env.service import EpisodeService, PreflightCheck
-from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.service import LeaderboardService
+from lossgym.store.db import Database
 
 log = logging.getLogger("lossgym.api")
 

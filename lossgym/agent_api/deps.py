@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from lossgym.env.service import EpisodeService, Unauthorized
+from lossgym.env.service import EpisodeService
+from lossgym.errors import Unauthorized
 from lossgym.leaderboard.service import LeaderboardService
 
 

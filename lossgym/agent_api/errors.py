@@ -7,8 +7,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from lossgym.env.errors import AgentError, RateLimited, ServiceUnavailable
-from lossgym.env.service import Forbidden, NotFound, SessionEnded, Unauthorized
+from lossgym.errors import (
+    AgentError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    SessionEnded,
+    Unauthorized,
+)
 
 
 def _error(status: int, text: str) -> JSONResponse:

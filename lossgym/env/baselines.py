@@ -12,10 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from lossgym.env.errors import AgentError, TaskSpecError
 from lossgym.env.task import Task, display_path
 from lossgym.env.tools import EditArgs, run_edit
 from lossgym.env.workspace import Workspace
+from lossgym.errors import AgentError, TaskSpecError
 
 
 class EditOp(BaseModel):

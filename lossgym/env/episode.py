@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from lossgym.env.task import Task
 from lossgym.env.texts import StageView
-from lossgym.leaderboard import store
-from lossgym.leaderboard.models import SessionRow, TestRow, utcnow
+from lossgym.store import queries
+from lossgym.store.models import SessionRow, TestRow, utcnow
 
 
 def stage_views(task: Task, profile: str, test: TestRow) -> list[StageView]:
@@ -64,10 +64,10 @@ def end_session(db: Session, task: Task, session: SessionRow, reason: str) -> No
 
 def finalize_if_done(db: Session, task: Task, session: SessionRow) -> None:
     """Auto-submit the best valid test of an ended session that has no final yet."""
-    if session.status != "ended" or store.get_final(db, session.id) is not None:
+    if session.status != "ended" or queries.get_final(db, session.id) is not None:
         return
-    if store.unfinished_tests(db, session.id):
+    if queries.unfinished_tests(db, session.id):
         return  # the worker calls again when the last test finishes
-    best = best_valid_test(task, session, store.tests_of(db, session.id))
+    best = best_valid_test(task, session, queries.tests_of(db, session.id))
     if best is not None:
-        store.add_final(db, session.id, best, kind="auto")
+        queries.add_final(db, session.id, best, kind="auto")

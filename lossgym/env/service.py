@@ -23,33 +23,25 @@ from sqlalchemy.orm import Session
 from lossgym.config import Settings
 from lossgym.env import episode, texts
 from lossgym.env.catalog import TaskCache
-from lossgym.env.errors import AgentError, RateLimited, TaskSpecError
 from lossgym.env.limits import PreflightSpec
 from lossgym.env.task import Task
 from lossgym.env.tools import EditArgs, SubmitArgs, UndoArgs, ViewArgs, tool_schemas
 from lossgym.env.workspace import Region, Workspace
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import SessionRow, TestRow, ToolCallRow, utcnow
+from lossgym.errors import (
+    AgentError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    SessionEnded,
+    TaskSpecError,
+    Unauthorized,
+)
+from lossgym.store import queries
+from lossgym.store.db import Database
+from lossgym.store.models import SessionRow, TestRow, ToolCallRow, utcnow
 
 FINISHED = ("done", "failed", "error")
 BASELINE_PREFIX = "baseline:"
-
-
-class NotFound(Exception):
-    """An unknown session or test (HTTP 404)."""
-
-
-class Unauthorized(Exception):
-    """A missing or wrong token (HTTP 401)."""
-
-
-class Forbidden(Exception):
-    """An operator-only action without the operator key (HTTP 403)."""
-
-
-class SessionEnded(Exception):
-    """A tool call on a session that has ended (HTTP 409); the message is the agent's text."""
 
 
 @dataclass
@@ -142,7 +134,7 @@ class EpisodeService:
 
     def session_for_token(self, token: str) -> str:
         with self.db.transaction() as db:
-            found = store.session_by_token_hash(db, _hash(token))
+            found = queries.session_by_token_hash(db, _hash(token))
             if found is None:
                 raise Unauthorized("Unknown or invalid token.")
             return found.id
@@ -200,12 +192,12 @@ class EpisodeService:
                     "ERROR: The workspace changed while it was being checked; call test again."
                 )
             if session.tests_used >= session.budget_tests:
-                valid = [t.n for t in store.tests_of(db, session.id) if t.valid]
+                valid = [t.n for t in queries.tests_of(db, session.id) if t.valid]
                 raise AgentError(
                     texts.budget_exhausted(session.tests_used, session.budget_tests, valid)
                 )
             session.tests_used += 1
-            test = store.add_test_with_job(db, session, store.latest_revision(db, session.id))
+            test = queries.add_test_with_job(db, session, queries.latest_revision(db, session.id))
             return texts.test_pending(test.n, "queued", session.id, 0.0), {"test": test.n}
 
         result = self._tool(session_id, "test", {"wait": wait}, action)
@@ -220,7 +212,7 @@ class EpisodeService:
 
         def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
             test = self._submittable(db, session, args.n)
-            store.add_final(db, session.id, test, kind="submitted")
+            queries.add_final(db, session.id, test, kind="submitted")
             episode.end_session(db, task, session, "submitted")
             views = episode.stage_views(task, session.profile, test)
             text = texts.submit_report(test.n, views, task.spec.hidden_metrics)
@@ -236,7 +228,7 @@ class EpisodeService:
     def session_info(self, session_id: str) -> dict[str, Any]:
         with self.db.transaction() as db:
             session = self._get(db, session_id)
-            final = store.get_final(db, session_id)
+            final = queries.get_final(db, session_id)
             return {
                 "session_id": session.id,
                 "task": session.task,
@@ -255,7 +247,7 @@ class EpisodeService:
     def test_info(self, session_id: str, n: int) -> dict[str, Any]:
         with self.db.transaction() as db:
             session = self._get(db, session_id)
-            test = store.get_test(db, session_id, n)
+            test = queries.get_test(db, session_id, n)
             if test is None:
                 raise NotFound(f"Session {session_id} has no test #{n}.")
             task = self.tasks.get(session.task)
@@ -303,7 +295,7 @@ class EpisodeService:
                     f"\n\n[Session ended: step limit reached ({session.steps_used}/"
                     f"{session.budget_steps}). Your best valid test is submitted automatically.]"
                 )
-            call = store.add_tool_call(db, session_id, tool, arguments, ok, text)
+            call = queries.add_tool_call(db, session_id, tool, arguments, ok, text)
             db.flush()
             data["tool_call_id"] = call.id
         return ToolResult(ok, text, data)
@@ -314,7 +306,7 @@ class EpisodeService:
         while True:
             with self.db.transaction() as db:
                 session = self._get(db, session_id)
-                test = store.get_test(db, session_id, n)
+                test = queries.get_test(db, session_id, n)
                 assert test is not None
                 if test.status in FINISHED or time.monotonic() > deadline:
                     text = self._test_text(db, session, test, self.tasks.get(session.task))
@@ -328,7 +320,7 @@ class EpisodeService:
             return texts.test_pending(test.n, test.status, session.id, max(waited, 0.0))
         remaining = max(session.budget_tests - session.tests_used, 0)
         if test.status == "error":
-            job = store.get_job_for_test(db, test.id)
+            job = queries.get_job_for_test(db, test.id)
             return texts.test_infra_error(test.n, remaining, job.error or "unknown")
         views = episode.stage_views(task, session.profile, test)
         return texts.test_report(test.n, remaining, views, task.spec.hidden_metrics)
@@ -358,10 +350,10 @@ class EpisodeService:
         """A second submit of the already-final test answers the same; it is idempotent."""
         with self.db.transaction() as db:
             session = self._get(db, session_id)
-            final = store.get_final(db, session_id)
+            final = queries.get_final(db, session_id)
             if final is None or final.kind != "submitted":
                 return None
-            test = store.get_test_by_id(db, final.test_id)
+            test = queries.get_test_by_id(db, final.test_id)
             if test.n != n:
                 raise SessionEnded(
                     f"ERROR: Test #{test.n} is already your final result; the session has ended."
@@ -373,7 +365,7 @@ class EpisodeService:
             )
 
     def _submittable(self, db: Session, session: SessionRow, n: int) -> TestRow:
-        tests = store.tests_of(db, session.id)
+        tests = queries.tests_of(db, session.id)
         test = next((t for t in tests if t.n == n), None)
         valid = ", ".join(str(t.n) for t in tests if t.valid) or "none yet"
         if test is None:
@@ -389,7 +381,7 @@ class EpisodeService:
         return test
 
     def _get(self, db: Session, session_id: str) -> SessionRow:
-        session = store.get_session(db, session_id)
+        session = queries.get_session(db, session_id)
         if session is None:
             raise NotFound(f"Unknown session {session_id!r}.")
         return session
@@ -405,7 +397,7 @@ class EpisodeService:
 
     def _save_revision(self, db: Session, session: SessionRow, workspace: Workspace) -> None:
         session.workspace = workspace.to_state()
-        store.add_revision(
+        queries.add_revision(
             db, session.id, dict(workspace.files), _regions(workspace), workspace.content_hash()
         )
 

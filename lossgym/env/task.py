@@ -25,9 +25,9 @@ from pydantic import (
 )
 
 from lossgym.env import texts
-from lossgym.env.errors import AgentError, TaskSpecError
 from lossgym.env.limits import LimitsSpec, PreflightSpec
 from lossgym.env.workspace import DASH, Region, Workspace, split_file
+from lossgym.errors import AgentError, TaskSpecError
 
 TASK_FILE = "task.yaml"
 PACKAGE_PREFIX = "package:"

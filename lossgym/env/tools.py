@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lossgym.env.errors import AgentError
 from lossgym.env.workspace import Workspace
+from lossgym.errors import AgentError
 
 _LINE_FIELDS = ("start_line", "end_line", "after_line")
 _NEEDS: dict[str, tuple[str, ...]] = {

@@ -17,7 +17,6 @@ from dataclasses import replace as dc_replace
 from types import MappingProxyType
 from typing import Any
 
-from lossgym.env.errors import AgentError
 from lossgym.env.regions import (  # noqa: F401 - re-exported for importers of workspace
     DASH,
     Change,
@@ -27,6 +26,7 @@ from lossgym.env.regions import (  # noqa: F401 - re-exported for importers of w
     join_lines,
     split_file,
 )
+from lossgym.errors import AgentError
 
 CONTEXT_LINES = 3
 DEFAULT_MAX_CONTENT_BYTES = 64 * 1024

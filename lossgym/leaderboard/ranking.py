@@ -15,9 +15,11 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+
+from lossgym.store.boards import SessionResult
 
 BASELINE_PREFIX = "baseline:"
 REFERENCE_BASELINE = "cross_entropy"
@@ -38,25 +40,6 @@ _UNRANKED_ORDER = (RUNNING, AWAITING_FINAL, NO_VALID_TEST)
 
 OUTSIDE, WITHIN, UNKNOWN = "outside noise", "within noise", "unknown"
 Direction = Literal["minimize", "maximize"]
-
-
-@dataclass(frozen=True)
-class SessionResult:
-    """What the ranking needs to know about one session (built from the store's rows)."""
-
-    session_id: str
-    agent: str
-    seed: int
-    status: str  # the session's own: active | ended
-    created_at: datetime
-    tests_used: int
-    ended_reason: str | None = None
-    unfinished_tests: int = 0
-    final_test: int | None = None
-    final_kind: str | None = None  # submitted | auto
-    metrics: dict[str, float] = field(default_factory=dict)  # the final test's, hidden included
-    elapsed_s: float = 0.0  # the final test's stages, summed
-    unisolated: bool = False  # a test of it ran without a sandbox (LOSSGYM_ISOLATION=none)
 
 
 @dataclass(frozen=True)

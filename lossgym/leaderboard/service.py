@@ -12,13 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from lossgym.env.catalog import TaskCache
-from lossgym.env.errors import TaskSpecError
-from lossgym.env.service import NotFound
 from lossgym.env.task import Task, list_tasks
 from lossgym.env.workspace import Workspace
-from lossgym.leaderboard import queries, store
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import SessionRow, StageResultRow, TestRow, ToolCallRow
+from lossgym.errors import NotFound, TaskSpecError
 from lossgym.leaderboard.ranking import (
     REFERENCE_AGENT,
     baseline_name,
@@ -28,6 +24,9 @@ from lossgym.leaderboard.ranking import (
     rank_sessions,
     to_csv,
 )
+from lossgym.store import boards, queries
+from lossgym.store.db import Database
+from lossgym.store.models import SessionRow, StageResultRow, TestRow, ToolCallRow
 
 REDACTED = "This session is still running: its code, transcript and metrics are shown once it ends."
 
@@ -47,7 +46,7 @@ class LeaderboardService:
         profile = self._profile(task, profile)
         key = task.primary_metric_key(profile)
         with self.db.transaction() as db:
-            results = queries.session_results(db, task.name, profile)
+            results = boards.session_results(db, task.name, profile)
         board = rank_sessions(results, key, task.spec.primary_metric.direction)
         if not operator:
             board["rows"] = [_public_row(row) for row in board["rows"]]
@@ -72,7 +71,7 @@ class LeaderboardService:
     def session(self, session_id: str, operator: bool = False) -> dict[str, Any]:
         """A session's public record; a running one is only summarised for non-operators."""
         with self.db.transaction() as db:
-            session = store.get_session(db, session_id)
+            session = queries.get_session(db, session_id)
             if session is None:
                 raise NotFound(f"Unknown session {session_id!r}.")
             summary = _summary(session)
@@ -80,10 +79,10 @@ class LeaderboardService:
                 tests = [{"n": t.n, "status": t.status} for t in session.tests]
                 return {**summary, "redacted": True, "note": REDACTED, "tests": tests}
             task = self._task(session.task)
-            tests = queries.session_tests(db, session.id)
-            calls = queries.session_transcript(db, session.id)
-            final = queries.final_of(db, session.id)
-            curves = queries.agent_final_curves(db, session.task, session.profile, REFERENCE_AGENT)
+            tests = queries.tests_of(db, session.id, with_stages=True)
+            calls = queries.tool_calls(db, session.id)
+            final = queries.get_final(db, session.id)
+            curves = boards.agent_final_curves(db, session.task, session.profile, REFERENCE_AGENT)
             template = task.workspace_files()
             final_n = next((t.n for t in tests if final and t.id == final.test_id), None)
             return {

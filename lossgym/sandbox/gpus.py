@@ -21,8 +21,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from lossgym.env.catalog import TaskCache
-from lossgym.env.errors import TaskSpecError
 from lossgym.env.task import ProfileSpec
+from lossgym.errors import TaskSpecError
 
 
 class Holding(NamedTuple):

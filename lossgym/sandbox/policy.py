@@ -26,7 +26,7 @@ import symtable
 import textwrap
 from dataclasses import dataclass
 
-from lossgym.env.errors import AgentError
+from lossgym.errors import AgentError
 from lossgym.trainer.allowlist import (
     ATTRIBUTES,
     BUILTINS,

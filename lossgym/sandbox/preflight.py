@@ -20,9 +20,9 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lossgym.env.errors import AgentError, RateLimited, ServiceUnavailable
 from lossgym.env.limits import PreflightSpec
 from lossgym.env.workspace import Region
+from lossgym.errors import AgentError, RateLimited, ServiceUnavailable
 from lossgym.sandbox.policy import RegionCode, check_regions
 from lossgym.sandbox.runner import (
     PYTHON,

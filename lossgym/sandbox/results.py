@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from lossgym.env import episode
 from lossgym.env.task import Task
-from lossgym.leaderboard import store
-from lossgym.leaderboard.models import StageResultRow, utcnow
 from lossgym.sandbox.stages import StageOutcome
+from lossgym.store import queries
+from lossgym.store.models import StageResultRow, utcnow
 
 
 @dataclass
@@ -58,13 +58,13 @@ def finish(
     metrics: dict[str, float] = {}
     for outcome in outcomes:
         metrics.update(outcome.metrics)
-    test = store.get_test_by_id(db, claimed.test_id)
+    test = queries.get_test_by_id(db, claimed.test_id)
     test.status = "done" if valid else "failed"
     test.valid = valid
     test.sandbox = claimed.sandbox
     test.metrics = metrics
     test.finished_at = utcnow()
-    job = store.get_job_for_test(db, claimed.test_id)
+    job = queries.get_job_for_test(db, claimed.test_id)
     job.status, job.finished_at = "done", utcnow()
     episode.finalize_if_done(db, task, test.session)
     return valid
@@ -72,19 +72,19 @@ def finish(
 
 def requeue(db: Session, claimed: ClaimedJob, reason: str) -> None:
     """Put the job back at once (infrastructure failure or a clean shutdown)."""
-    job = store.get_job_for_test(db, claimed.test_id)
+    job = queries.get_job_for_test(db, claimed.test_id)
     job.status, job.worker_id, job.lease_until, job.error = "queued", None, None, reason
     job.gpus, job.host = None, None  # its GPUs are free again
-    store.get_test_by_id(db, claimed.test_id).status = "queued"
-    store.clear_stage_results(db, claimed.test_id)
+    queries.get_test_by_id(db, claimed.test_id).status = "queued"
+    queries.clear_stage_results(db, claimed.test_id)
 
 
 def give_up(db: Session, claimed: ClaimedJob, task: Task, reason: str) -> None:
     """Close a job the infrastructure keeps failing: an error, and the test refunded."""
-    test = store.get_test_by_id(db, claimed.test_id)
+    test = queries.get_test_by_id(db, claimed.test_id)
     test.status, test.valid, test.finished_at = "error", False, utcnow()
     session = test.session
     session.tests_used = max(session.tests_used - 1, 0)
-    job = store.get_job_for_test(db, claimed.test_id)
+    job = queries.get_job_for_test(db, claimed.test_id)
     job.status, job.finished_at, job.error = "done", utcnow(), reason
     episode.finalize_if_done(db, task, session)

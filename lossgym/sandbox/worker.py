@@ -18,9 +18,6 @@ from pathlib import Path
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
 from lossgym.env.task import Task
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import utcnow
 from lossgym.sandbox import results
 from lossgym.sandbox.gpus import Holding, configured_gpus, free_gpus, job_allocator, parse_ids
 from lossgym.sandbox.results import ClaimedJob
@@ -33,6 +30,9 @@ from lossgym.sandbox.stages import (
     run_train_stage,
     train_job,
 )
+from lossgym.store import queries
+from lossgym.store.db import Database
+from lossgym.store.models import utcnow
 
 log = logging.getLogger("lossgym.worker")
 MAX_ATTEMPTS = 3  # infrastructure failures retried before a test is refunded
@@ -108,7 +108,7 @@ class Worker:
 
     def _claim(self) -> ClaimedJob | None:
         with self.db.transaction() as db:
-            expired = store.requeue_expired(db)
+            expired = queries.requeue_expired(db)
         for job_id in expired:
             # Its GPUs count as free from now on: what its dead worker left
             # running on this host (processes, containers) must go first.
@@ -116,14 +116,14 @@ class Worker:
             kill_stale_attempts(self.runner, self.settings.runs_dir / f"job-{job_id}", None)
         host = socket.gethostname()
         with self.db.transaction() as db:
-            held = [Holding(*row) for row in store.gpu_holdings(db)]
+            held = [Holding(*row) for row in queries.gpu_holdings(db)]
             free = free_gpus(self.gpus, held, host, utcnow())
             allocate = job_allocator(self.tasks, free)
-            job = store.claim_next_job(db, self.id, self.settings.lease_s, allocate, host)
+            job = queries.claim_next_job(db, self.id, self.settings.lease_s, allocate, host)
             if job is None:
                 return None
-            test = store.get_test_by_id(db, job.test_id)
-            store.clear_stage_results(db, test.id)  # a re-run starts clean
+            test = queries.get_test_by_id(db, job.test_id)
+            queries.clear_stage_results(db, test.id)  # a re-run starts clean
             test.status = "running"
             session = test.session
             gpus = parse_ids(job.gpus)
@@ -146,7 +146,7 @@ class Worker:
         while not done.wait(interval):
             self._touch_alive()
             with self.db.transaction() as db:
-                if not store.renew_lease(db, job_id, self.id, self.settings.lease_s):
+                if not queries.renew_lease(db, job_id, self.id, self.settings.lease_s):
                     log.warning("job %s: lease lost; stopping it", job_id)
                     lease_lost.set()
                     return

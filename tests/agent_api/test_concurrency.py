@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import JobRow, TestRow
+from lossgym.store.db import Database
+from lossgym.store.models import JobRow, TestRow
 
 
 def test_ten_concurrent_tests_accept_exactly_three(server: str, new_session, settings) -> None:

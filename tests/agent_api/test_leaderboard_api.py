@@ -12,7 +12,7 @@ import json
 import httpx
 
 from lossgym.env.service import EpisodeService
-from lossgym.leaderboard.db import Database
+from lossgym.store.db import Database
 from tests.conftest import OPERATOR_KEY
 from tests.leaderboard.lbtest_helpers import FILE, finish_test, primary_key
 

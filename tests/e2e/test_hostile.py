@@ -27,8 +27,8 @@ import pytest
 
 from lossgym.baseline_runs import spans_in
 from lossgym.config import Settings
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import StageResultRow, TestRow
+from lossgym.store.db import Database
+from lossgym.store.models import StageResultRow, TestRow
 from tests.conftest import REPO, fast_tasks_dir, run_server
 from tests.sandbox.runner_fixtures import DOCKER_IMAGE, bwrap_problem, docker_problem
 

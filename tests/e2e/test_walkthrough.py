@@ -16,9 +16,9 @@ import pytest
 
 from lossgym.baseline_runs import spans_in
 from lossgym.config import Settings
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import FinalRow
+from lossgym.store import queries
+from lossgym.store.db import Database
+from lossgym.store.models import FinalRow
 from tests.conftest import REPO, fast_tasks_dir
 
 pytestmark = pytest.mark.slow
@@ -112,18 +112,18 @@ def test_walkthrough(server_with_worker: str, new_session, settings) -> None:
 def _check_database(settings, session_id: str, val1: float, label: str) -> None:
     db = Database(settings.database)
     with db.transaction() as tx:
-        calls = store.tool_calls(tx, session_id)
+        calls = queries.tool_calls(tx, session_id)
         assert [c.tool for c in calls][:5] == ["edit", "test", "edit", "test", "submit"]
         assert calls[1].text.startswith("[Test #1]")  # the waited-for report, not "queued"
-        revisions = store.revisions(tx, session_id)
+        revisions = queries.revisions(tx, session_id)
         assert len(revisions) == 3  # template, edit 1, edit 2
-        tests = store.tests_of(tx, session_id)
+        tests = queries.tests_of(tx, session_id)
         assert [t.status for t in tests] == ["done", "done"]
         assert tests[0].revision_id == revisions[1].id and tests[1].revision_id == revisions[2].id
         stage = tests[0].stages[0]
         assert stage.curve and stage.train_s > 0 and stage.eval_s > 0
         assert round(stage.metrics[f"val_loss_{label}"], 4) == val1
         assert tx.query(FinalRow).filter_by(session_id=session_id).count() == 1
-        final = store.get_final(tx, session_id)
+        final = queries.get_final(tx, session_id)
         assert final is not None and final.kind == "submitted" and final.test_id == tests[0].id
     db.dispose()

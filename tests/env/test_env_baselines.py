@@ -10,9 +10,9 @@ import yaml
 from envtest_helpers import SCRIPT, TASK, TASKS_DIR, needs_template
 
 from lossgym.env.baselines import EditOp, apply_baseline, load_baseline
-from lossgym.env.errors import AgentError, TaskSpecError
 from lossgym.env.task import Task, load_task
 from lossgym.env.workspace import Workspace
+from lossgym.errors import AgentError, TaskSpecError
 
 SIGNATURE = "def compute_loss(logits, targets):"
 

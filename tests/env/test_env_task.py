@@ -13,9 +13,9 @@ import pytest
 import yaml
 from envtest_helpers import SCRIPT, TASK, TASKS_DIR, needs_template
 
-from lossgym.env.errors import AgentError, TaskSpecError
 from lossgym.env.limits import parse_size
 from lossgym.env.task import Task, list_tasks, load_task
+from lossgym.errors import AgentError, TaskSpecError
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import sys
 import pytest
 from envtest_helpers import REPO, SCRIPT
 
-from lossgym.env.errors import AgentError
 from lossgym.env.tools import (
     TOOLS,
     EditArgs,
@@ -22,6 +21,7 @@ from lossgym.env.tools import (
     tool_schemas,
 )
 from lossgym.env.workspace import Workspace
+from lossgym.errors import AgentError
 
 NAMES = ["edit", "test", "submit", "undo", "view"]
 
@@ -149,7 +149,7 @@ def test_dispatch(ws: Workspace) -> None:
 def test_env_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "import lossgym.env.errors, lossgym.env.task, lossgym.env.workspace\n"
+        "import lossgym.errors, lossgym.env.task, lossgym.env.workspace\n"
         "import lossgym.env.tools, lossgym.env.baselines\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

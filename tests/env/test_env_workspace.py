@@ -7,8 +7,8 @@ import json
 import pytest
 from envtest_helpers import HEADING, SCRIPT
 
-from lossgym.env.errors import AgentError
 from lossgym.env.workspace import Region, Workspace
+from lossgym.errors import AgentError
 
 # The content of the seed transcript's Step 1 edit, verbatim.
 SEED_CONTENT = (

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from lossgym.env.service import EpisodeService, SessionEnded
+from lossgym.env.service import EpisodeService
 from lossgym.env.tools import EditArgs, SubmitArgs, UndoArgs, ViewArgs
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import StageResultRow
+from lossgym.errors import SessionEnded
+from lossgym.store import queries
+from lossgym.store.db import Database
+from lossgym.store.models import StageResultRow
 
 FILE = "nanoGPT/custom_pretrain.py"
 
@@ -21,7 +22,7 @@ def _finish(service: EpisodeService, db: Database, sid: str, n: int, val: float 
     """Record a test result as the worker would (val=None: the stage failed)."""
     label = _label(service)
     with db.transaction() as tx:
-        test = store.get_test(tx, sid, n)
+        test = queries.get_test(tx, sid, n)
         assert test is not None
         metrics = {} if val is None else {f"val_loss_{label}": val}
         tx.add(
@@ -37,12 +38,12 @@ def _finish(service: EpisodeService, db: Database, sid: str, n: int, val: float 
             val is not None,
             metrics,
         )
-        store.get_job_for_test(tx, test.id).status = "done"
+        queries.get_job_for_test(tx, test.id).status = "done"
 
 
 def _regions(service: EpisodeService, sid: str) -> list[tuple[int, int]]:
     with service.db.transaction() as tx:
-        state = store.get_session(tx, sid).workspace  # type: ignore[union-attr]
+        state = queries.get_session(tx, sid).workspace  # type: ignore[union-attr]
     return [(r["start"], r["end"]) for r in state["regions"][FILE]]
 
 
@@ -70,12 +71,12 @@ def test_edit_undo_record_revisions_and_transcript(service: EpisodeService, db: 
     assert not bad.ok and bad.text.startswith("ERROR:")
     assert service.undo(sid, UndoArgs(n=1)).ok
     with db.transaction() as tx:
-        calls = store.tool_calls(tx, sid)
+        calls = queries.tool_calls(tx, sid)
         assert [(c.tool, c.ok) for c in calls] == [("edit", True), ("edit", False), ("undo", True)]
         assert calls[0].text == edit.text
-        revs = store.revisions(tx, sid)
+        revs = queries.revisions(tx, sid)
         assert len(revs) == 3 and revs[0].content_hash == revs[2].content_hash
-        assert store.get_session(tx, sid).steps_used == 3  # type: ignore[union-attr]
+        assert queries.get_session(tx, sid).steps_used == 3  # type: ignore[union-attr]
 
 
 def test_budget_and_submit_rules(service: EpisodeService, db: Database) -> None:
@@ -106,7 +107,7 @@ def test_budget_and_submit_rules(service: EpisodeService, db: Database) -> None:
     with pytest.raises(SessionEnded):
         service.view(sid, ViewArgs(filename=FILE))
     with db.transaction() as tx:
-        final_row = store.get_final(tx, sid)
+        final_row = queries.get_final(tx, sid)
         assert final_row is not None and final_row.kind == "submitted"
 
 
@@ -128,9 +129,9 @@ def test_step_limit_ends_session_and_auto_submits_best(
     with pytest.raises(SessionEnded, match="step limit"):
         service.view(sid, ViewArgs(filename=FILE))
     with db.transaction() as tx:
-        final = store.get_final(tx, sid)
+        final = queries.get_final(tx, sid)
         assert final is not None and final.kind == "auto"
-        assert store.get_test_by_id(tx, final.test_id).n == 2  # the lower val_loss
+        assert queries.get_test_by_id(tx, final.test_id).n == 2  # the lower val_loss
 
 
 def test_auto_submit_waits_for_running_tests(service: EpisodeService, db: Database) -> None:
@@ -140,10 +141,10 @@ def test_auto_submit_waits_for_running_tests(service: EpisodeService, db: Databa
     service.test(sid, wait=False)
     task = service.tasks.get("llm-pretrain-loss")
     with db.transaction() as tx:
-        episode.end_session(tx, task, store.get_session(tx, sid), "operator_stop")  # type: ignore[arg-type]
-        assert store.get_final(tx, sid) is None  # test 1 still queued
+        episode.end_session(tx, task, queries.get_session(tx, sid), "operator_stop")  # type: ignore[arg-type]
+        assert queries.get_final(tx, sid) is None  # test 1 still queued
     _finish(service, db, sid, 1, 3.5)
     with db.transaction() as tx:
-        episode.finalize_if_done(tx, task, store.get_session(tx, sid))  # type: ignore[arg-type]
-        final = store.get_final(tx, sid)
+        episode.finalize_if_done(tx, task, queries.get_session(tx, sid))  # type: ignore[arg-type]
+        final = queries.get_final(tx, sid)
         assert final is not None and final.kind == "auto"

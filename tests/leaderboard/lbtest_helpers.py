@@ -7,9 +7,9 @@ from datetime import datetime
 from lossgym.env import episode
 from lossgym.env.service import EpisodeService
 from lossgym.env.tools import SubmitArgs
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import StageResultRow, utcnow
+from lossgym.store import queries
+from lossgym.store.db import Database
+from lossgym.store.models import StageResultRow, utcnow
 
 TASK = "llm-pretrain-loss"
 FILE = "nanoGPT/custom_pretrain.py"
@@ -36,7 +36,7 @@ def finish_test(
     stage_label = label(service)
     curve = [[0, 10.9, 10.8], [10, 6.0, 6.1], [20, 5.0, 5.2]]
     with db.transaction() as tx:
-        test = store.get_test(tx, sid, n)
+        test = queries.get_test(tx, sid, n)
         assert test is not None
         tx.add(
             StageResultRow(
@@ -53,13 +53,13 @@ def finish_test(
         test.metrics = metrics or {}
         test.sandbox = sandbox
         test.finished_at = utcnow()
-        store.get_job_for_test(tx, test.id).status = "done"
+        queries.get_job_for_test(tx, test.id).status = "done"
         episode.finalize_if_done(tx, service.tasks.get(TASK), test.session)
 
 
 def set_created(db: Database, sid: str, moment: datetime) -> None:
     with db.transaction() as tx:
-        session = store.get_session(tx, sid)
+        session = queries.get_session(tx, sid)
         assert session is not None
         session.created_at = moment
 
@@ -67,7 +67,7 @@ def set_created(db: Database, sid: str, moment: datetime) -> None:
 def end(service: EpisodeService, db: Database, sid: str, reason: str = "operator_stop") -> None:
     """End a session without a submit (its best valid test is auto-submitted)."""
     with db.transaction() as tx:
-        session = store.get_session(tx, sid)
+        session = queries.get_session(tx, sid)
         assert session is not None
         episode.end_session(tx, service.tasks.get(TASK), session, reason)
 

@@ -10,8 +10,8 @@ import httpx
 
 from lossgym.env.service import EpisodeService
 from lossgym.env.tools import EditArgs, SubmitArgs
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
+from lossgym.store import queries
+from lossgym.store.db import Database
 from tests.leaderboard.lbtest_helpers import (
     FILE,
     TASK,
@@ -54,7 +54,7 @@ def _edit(service: EpisodeService, sid: str, marker: str) -> None:
 
 def _region(service: EpisodeService, sid: str) -> tuple[int, int]:
     with service.db.transaction() as tx:
-        state = store.get_session(tx, sid).workspace  # type: ignore[union-attr]
+        state = queries.get_session(tx, sid).workspace  # type: ignore[union-attr]
     region = state["regions"][FILE][0]
     return int(region["start"]), int(region["end"])
 
@@ -88,7 +88,7 @@ def fill(service: EpisodeService, db: Database) -> Filled:
 def _set_curves(db: Database, sid: str, curve: list[list[float]]) -> None:
     """Give every stage of the session's tests this curve (it differs from the baselines')."""
     with db.transaction() as tx:
-        for test in store.tests_of(tx, sid):
+        for test in queries.tests_of(tx, sid):
             for stage in test.stages:
                 stage.curve = curve
 

@@ -33,8 +33,8 @@ from lossgym.cli import app
 from lossgym.config import Settings
 from lossgym.env.baselines import EditOp, load_baseline
 from lossgym.env.service import EpisodeService
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
+from lossgym.store import queries
+from lossgym.store.db import Database
 from tests.leaderboard.lbtest_helpers import FILE, TASK, finish_test, primary_key
 
 
@@ -170,7 +170,7 @@ def _wait_for_test(db: Database, sid: str, n: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with db.transaction() as tx:
-            if store.get_test(tx, sid, n) is not None:
+            if queries.get_test(tx, sid, n) is not None:
                 return
         time.sleep(0.1)
     raise AssertionError(f"test #{n} was never queued")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lossgym.env.service import EpisodeService
-from lossgym.leaderboard.db import Database
+from lossgym.store.db import Database
 from tests.conftest import REPO
 from tests.leaderboard.page_helpers import EVIL, Page, fill
 

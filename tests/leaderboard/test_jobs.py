@@ -8,9 +8,9 @@ from datetime import timedelta
 import httpx
 
 from lossgym.env.service import EpisodeService
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import JobRow, utcnow
+from lossgym.store import queries
+from lossgym.store.db import Database
+from lossgym.store.models import JobRow, utcnow
 from tests.conftest import run_server
 
 
@@ -28,7 +28,7 @@ def test_concurrent_claims_never_share_a_job(service: EpisodeService, db: Databa
         claimed = []
         while True:
             with db.transaction() as tx:
-                job = store.claim_next_job(tx, worker, lease_s=60)
+                job = queries.claim_next_job(tx, worker, lease_s=60)
                 if job is None:
                     return claimed
                 claimed.append(job.id)
@@ -44,19 +44,19 @@ def test_expired_lease_is_requeued_for_another_worker(
 ) -> None:
     _queue_tests(service, 1)
     with db.transaction() as tx:
-        job = store.claim_next_job(tx, "dead-worker", lease_s=60)
+        job = queries.claim_next_job(tx, "dead-worker", lease_s=60)
         assert job is not None
         job_id = job.id
     with db.transaction() as tx:
-        assert not store.renew_lease(tx, job_id, "someone-else", 60)
-        assert store.renew_lease(tx, job_id, "dead-worker", 60)
+        assert not queries.renew_lease(tx, job_id, "someone-else", 60)
+        assert queries.renew_lease(tx, job_id, "dead-worker", 60)
         tx.get_one(JobRow, job_id).lease_until = utcnow() - timedelta(seconds=1)
     with db.transaction() as tx:
-        assert len(store.requeue_expired(tx)) == 1
-        again = store.claim_next_job(tx, "new-worker", lease_s=60)
+        assert len(queries.requeue_expired(tx)) == 1
+        again = queries.claim_next_job(tx, "new-worker", lease_s=60)
         assert again is not None and again.id == job_id and again.attempts == 2
     with db.transaction() as tx:
-        assert not store.renew_lease(tx, job_id, "dead-worker", 60)  # no longer its job
+        assert not queries.renew_lease(tx, job_id, "dead-worker", 60)  # no longer its job
 
 
 def test_queued_test_survives_a_server_restart(settings, new_session) -> None:
@@ -71,6 +71,6 @@ def test_queued_test_survives_a_server_restart(settings, new_session) -> None:
         assert state["text"].startswith("[Test #1] is queued.")
     db = Database(settings.database)
     with db.transaction() as tx:
-        job = store.claim_next_job(tx, "after-restart", lease_s=60)
-        assert job is not None and store.get_test_by_id(tx, job.test_id).n == 1
+        job = queries.claim_next_job(tx, "after-restart", lease_s=60)
+        assert job is not None and queries.get_test_by_id(tx, job.test_id).n == 1
     db.dispose()

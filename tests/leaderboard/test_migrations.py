@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import Base
+from lossgym.store.db import Database
+from lossgym.store.models import Base
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import re
 import pytest
 
 from lossgym.env.service import EpisodeService
-from lossgym.leaderboard.db import Database
 from lossgym.leaderboard.ranking import NOISE_RULE
+from lossgym.store.db import Database
 from tests.conftest import OPERATOR_KEY
 from tests.leaderboard.page_helpers import (
     EVIL,

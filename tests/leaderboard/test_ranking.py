@@ -10,9 +10,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from lossgym.env.service import EpisodeService, NotFound
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
+from lossgym.env.service import EpisodeService
+from lossgym.errors import NotFound
 from lossgym.leaderboard.ranking import (
     NOISE_RULE,
     OUTSIDE,
@@ -26,6 +25,8 @@ from lossgym.leaderboard.ranking import (
     to_csv,
 )
 from lossgym.leaderboard.service import LeaderboardService
+from lossgym.store import queries
+from lossgym.store.db import Database
 from tests.leaderboard.lbtest_helpers import (
     TASK,
     end,
@@ -171,7 +172,7 @@ def test_hidden_metrics_on_the_board_never_in_agent_texts(
     assert record["tests"][0]["metrics"][hidden] == 61.5
     assert hidden in to_csv(board).splitlines()[0]
     with db.transaction() as tx:
-        texts = [c.text for c in store.tool_calls(tx, sid)]
+        texts = [c.text for c in queries.tool_calls(tx, sid)]
     assert texts and all("piqa" not in text for text in texts)
     assert all("piqa" not in call["text"] for call in record["transcript"])
     agent_view = service.test_info(sid, 1)

@@ -20,12 +20,12 @@ from pathlib import Path
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
 from lossgym.env.service import EpisodeService
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
-from lossgym.leaderboard.models import JobRow, utcnow
 from lossgym.sandbox.gpus import Holding, allocate, free_gpus, gpus_needed, parse_ids
 from lossgym.sandbox.runner import RunResult, RunSpec
 from lossgym.sandbox.worker import Worker
+from lossgym.store import queries
+from lossgym.store.db import Database
+from lossgym.store.models import JobRow, utcnow
 from tests.conftest import REPO, make_service
 
 TASK = "llm-pretrain-loss"
@@ -187,17 +187,17 @@ def test_leaving_the_running_state_frees_the_gpus(tmp_path: Path) -> None:
     service = _service(settings)
     _queue(service, ["gpt2-345m"])
     with service.db.transaction() as tx:
-        job = store.claim_next_job(tx, "w", 60, lambda _t, _p: ["0", "1"], "host-a")
+        job = queries.claim_next_job(tx, "w", 60, lambda _t, _p: ["0", "1"], "host-a")
         assert job is not None and (job.gpus, job.host) == ("0,1", "host-a")
         job_id = job.id
     with service.db.transaction() as tx:
-        assert store.gpu_holdings(tx)[0][:2] == ("host-a", "0,1")
+        assert queries.gpu_holdings(tx)[0][:2] == ("host-a", "0,1")
         tx.get_one(JobRow, job_id).lease_until = utcnow() - timedelta(seconds=1)
     with service.db.transaction() as tx:
-        assert len(store.requeue_expired(tx)) == 1
+        assert len(queries.requeue_expired(tx)) == 1
         row = tx.get_one(JobRow, job_id)
         assert (row.status, row.gpus, row.host) == ("queued", None, None)
-        assert store.gpu_holdings(tx) == []
+        assert queries.gpu_holdings(tx) == []
 
 
 # ── The pure allocation functions ──────────────────────────────────────────

@@ -10,8 +10,8 @@ import pytest
 
 from lossgym.env.baselines import apply_baseline, load_baseline
 from lossgym.env.catalog import TaskCache
-from lossgym.env.errors import AgentError
 from lossgym.env.workspace import Workspace
+from lossgym.errors import AgentError
 from lossgym.sandbox.preflight import Preflight, check_static
 from tests.conftest import REPO
 from tests.sandbox.runner_fixtures import make_test_runner

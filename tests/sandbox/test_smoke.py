@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from lossgym.env.catalog import TaskCache
-from lossgym.env.errors import AgentError, RateLimited
 from lossgym.env.limits import LimitsSpec, PreflightSpec
 from lossgym.env.workspace import Workspace
+from lossgym.errors import AgentError, RateLimited
 from lossgym.sandbox.preflight import Preflight
 from lossgym.trainer import smoke
 from tests.conftest import REPO

@@ -17,11 +17,11 @@ import pytest
 
 from lossgym.config import Settings
 from lossgym.env.service import EpisodeService
-from lossgym.leaderboard import store
-from lossgym.leaderboard.db import Database
 from lossgym.sandbox import cgroups
 from lossgym.sandbox.local_runner import group_members as _members
 from lossgym.sandbox.worker import Worker
+from lossgym.store import queries
+from lossgym.store.db import Database
 from tests.conftest import REPO, fast_tasks_dir, make_service
 
 pytestmark = pytest.mark.slow
@@ -96,11 +96,11 @@ def test_kill_9_worker_mid_test(tmp_path: Path, settings: Settings) -> None:
     assert info["status"] == "done" and info["valid"], info["text"]
     assert info["text"].startswith("[Test #1] (2 tests remaining;")
     with service.db.transaction() as tx:
-        assert store.get_session(tx, sid).tests_used == 1  # type: ignore[union-attr]
-        test = store.get_test(tx, sid, 1)
+        assert queries.get_session(tx, sid).tests_used == 1  # type: ignore[union-attr]
+        test = queries.get_test(tx, sid, 1)
         assert test is not None and len(test.stages) == 1
         assert test.stages[0].info["attempt"] == 2
-        assert store.get_job_for_test(tx, test.id).attempts == 2
+        assert queries.get_job_for_test(tx, test.id).attempts == 2
 
 
 def test_evaluator_failure_is_retried_then_refunded(tmp_path: Path, settings: Settings) -> None:
@@ -117,6 +117,6 @@ def test_evaluator_failure_is_retried_then_refunded(tmp_path: Path, settings: Se
     assert info["text"].startswith("[Test #1] was not counted: the infrastructure failed")
     assert "3 tests remaining" in info["text"]
     with service.db.transaction() as tx:
-        assert store.get_session(tx, sid).tests_used == 0  # type: ignore[union-attr]
+        assert queries.get_session(tx, sid).tests_used == 0  # type: ignore[union-attr]
     second = service.test(sid, wait=False)
     assert second.ok and second.data["test"] == 2  # numbering goes on; the budget does not

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from lossgym.agent_api.deps import Leaderboard
 from lossgym.agent_api.routes.leaderboard import Operator
-from lossgym.env.service import NotFound
+from lossgym.errors import NotFound
 from lossgym.leaderboard.web import render, view
 
 router = APIRouter(tags=["pages"], default_response_class=HTMLResponse)

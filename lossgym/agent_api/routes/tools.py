@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lossgym.agent_api.deps import Service, SessionId
-from lossgym.env.errors import AgentError
 from lossgym.env.service import ToolResult
 from lossgym.env.tools import EditArgs, SubmitArgs, TestArgs, UndoArgs, ViewArgs
+from lossgym.errors import AgentError
 
 router = APIRouter(tags=["tools"])
 

@@ -14,8 +14,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from lossgym.env.service import NotFound
 from lossgym.env.task import list_tasks
+from lossgym.errors import NotFound
 from lossgym.leaderboard.service import LeaderboardService
 from lossgym.leaderboard.web import svg, view
 

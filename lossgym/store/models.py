@@ -1,4 +1,4 @@
-"""The leaderboard's tables (SQLAlchemy 2 declarative models).
+"""The database tables (SQLAlchemy 2 declarative models).
 
 Every agent-visible text is stored as it was shown (`ToolCall.text`), so a
 session's transcript can be replayed exactly. JSON columns hold small

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from lossgym.leaderboard.models import Base
+from lossgym.store.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -1,8 +1,10 @@
-"""Errors raised by the environment.
+"""The errors every room shares; torch-free and dependency-free, at the bottom of the house.
 
 `AgentError` is an error an agent can act on: ``str(err)`` is exactly the text
 the agent is shown. It always starts with ``ERROR:`` and says what to do
 instead. `TaskSpecError` is for operators: a task directory that does not load.
+The rest name a condition; `lossgym.agent_api.errors` maps each to its HTTP
+status, in one place.
 """
 
 from __future__ import annotations
@@ -34,3 +36,19 @@ class RateLimited(AgentError):
 class ServiceUnavailable(Exception):
     """The service cannot do it now, through no fault of the agent (HTTP 503); nothing
     was spent or changed. The message is the agent's text."""
+
+
+class NotFound(Exception):
+    """An unknown session, test, task or profile (HTTP 404)."""
+
+
+class Unauthorized(Exception):
+    """A missing or wrong token (HTTP 401)."""
+
+
+class Forbidden(Exception):
+    """An operator-only action without the operator key (HTTP 403)."""
+
+
+class SessionEnded(Exception):
+    """A tool call on a session that has ended (HTTP 409); the message is the agent's text."""

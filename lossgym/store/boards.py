@@ -1,4 +1,4 @@
-"""Read-only queries behind the leaderboard. Every function takes an open transaction.
+"""The leaderboard's read queries. Every function takes an open transaction.
 
 The board of a (task, profile) is read in four set-wise queries (sessions,
 finals, their stage times, unfinished tests), never one query per session, and
@@ -9,22 +9,40 @@ thousands of sessions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from lossgym.leaderboard.models import (
+from lossgym.store.models import (
     FinalRow,
     SessionRow,
     StageResultRow,
     TestRow,
-    ToolCallRow,
 )
-from lossgym.leaderboard.ranking import SessionResult
 
 UNISOLATED = "local"  # the runner name of LOSSGYM_ISOLATION=none
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    """What the ranking needs to know about one session (built from the store's rows)."""
+
+    session_id: str
+    agent: str
+    seed: int
+    status: str  # the session's own: active | ended
+    created_at: datetime
+    tests_used: int
+    ended_reason: str | None = None
+    unfinished_tests: int = 0
+    final_test: int | None = None
+    final_kind: str | None = None  # submitted | auto
+    metrics: dict[str, float] = field(default_factory=dict)  # the final test's, hidden included
+    elapsed_s: float = 0.0  # the final test's stages, summed
+    unisolated: bool = False  # a test of it ran without a sandbox (LOSSGYM_ISOLATION=none)
 
 
 @dataclass(frozen=True)
@@ -106,26 +124,6 @@ def _unisolated(db: Session, in_board: Sequence[Any]) -> set[str]:
         .distinct()
     ).scalars()
     return set(rows)
-
-
-def session_tests(db: Session, session_id: str) -> list[TestRow]:
-    """The session's tests with their stages and revisions loaded."""
-    stmt = (
-        select(TestRow)
-        .where(TestRow.session_id == session_id)
-        .options(selectinload(TestRow.stages), selectinload(TestRow.revision))
-        .order_by(TestRow.n)
-    )
-    return list(db.scalars(stmt))
-
-
-def session_transcript(db: Session, session_id: str) -> list[ToolCallRow]:
-    stmt = select(ToolCallRow).where(ToolCallRow.session_id == session_id).order_by(ToolCallRow.seq)
-    return list(db.scalars(stmt))
-
-
-def final_of(db: Session, session_id: str) -> FinalRow | None:
-    return db.scalars(select(FinalRow).where(FinalRow.session_id == session_id)).one_or_none()
 
 
 def agent_final_curves(db: Session, task: str, profile: str, agent: str) -> list[list[Any]]:

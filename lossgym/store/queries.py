@@ -1,6 +1,7 @@
-"""Queries on the leaderboard database. Every function takes an open transaction.
+"""Queries on the database: sessions, revisions, tool calls, tests, finals and jobs.
 
-The env service and the worker call these; routes never do.
+Every function takes an open transaction. The env service, the worker and the
+leaderboard call these; routes never do.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from lossgym.leaderboard.models import (
+from lossgym.store.models import (
     FinalRow,
     JobRow,
     RevisionRow,
@@ -98,8 +99,11 @@ def get_test_by_id(db: Session, test_id: int) -> TestRow:
     return db.get_one(TestRow, test_id)
 
 
-def tests_of(db: Session, session_id: str) -> list[TestRow]:
+def tests_of(db: Session, session_id: str, with_stages: bool = False) -> list[TestRow]:
+    """The session's tests in order; `with_stages` also loads their stages and revisions."""
     stmt = select(TestRow).where(TestRow.session_id == session_id).order_by(TestRow.n)
+    if with_stages:
+        stmt = stmt.options(selectinload(TestRow.stages), selectinload(TestRow.revision))
     return list(db.scalars(stmt))
 
 
