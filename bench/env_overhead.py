@@ -33,9 +33,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lossgym.baseline_runs import spans_in  # noqa: E402
 from lossgym.config import Settings  # noqa: E402
-from lossgym.leaderboard import store  # noqa: E402
+from lossgym.store import queries  # noqa: E402
 from lossgym.store.db import Database  # noqa: E402
 from tests.conftest import run_server  # noqa: E402
 
@@ -44,8 +43,7 @@ FILE = "nanoGPT/custom_pretrain.py"
 
 def _session(base: str, agent: str) -> tuple[dict, tuple[int, int]]:
     body = httpx.post(f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": agent}).json()
-    head = body["workspace"][FILE].splitlines()[0]
-    (a, b), _ = spans_in(head)
+    (a, b), _ = [(r["start"], r["end"]) for r in body["regions"][FILE]]
     return {"Authorization": f"Bearer {body['token']}"}, (a, b)
 
 
@@ -101,8 +99,8 @@ def bench_test(base: str, settings: Settings) -> None:
     assert reply.status_code == 200, reply.text
     db = Database(settings.database)
     with db.transaction() as tx:
-        sid = store.session_by_token_hash(tx, _token_hash(headers)).id  # type: ignore[union-attr]
-        stage = store.tests_of(tx, sid)[0].stages[0]
+        sid = queries.session_by_token_hash(tx, _token_hash(headers)).id  # type: ignore[union-attr]
+        stage = queries.tests_of(tx, sid)[0].stages[0]
         train_s, eval_s, info = stage.train_s, stage.eval_s, dict(stage.info)
         log_path = Path(stage.log_path)
     db.dispose()

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from lossgym.config import Settings  # noqa: E402
 from lossgym.env.service import EpisodeService  # noqa: E402
 from lossgym.env.tools import SubmitArgs  # noqa: E402
-from lossgym.leaderboard import store  # noqa: E402
+from lossgym.store import queries  # noqa: E402
 from lossgym.store.db import Database  # noqa: E402
 from lossgym.store.models import Base  # noqa: E402
 from tests.conftest import make_service, run_server  # noqa: E402
@@ -45,7 +45,7 @@ def template_session(service: EpisodeService, db: Database, tests: int) -> str:
     sid = service.create_session(TASK, "template", seed=0)["session_id"]
     _edit(service, sid, "BENCH")
     with db.transaction() as tx:
-        store.get_session(tx, sid).budget_tests = tests  # type: ignore[union-attr]
+        queries.get_session(tx, sid).budget_tests = tests  # type: ignore[union-attr]
     for n in range(1, tests + 1):
         assert service.test(sid, wait=False).ok
         finish_test(service, db, sid, n, {primary_key(service): 5.0, "piqa_acc_gpt-tiny": 30.0})

@@ -12,8 +12,11 @@ from sqlalchemy.orm import Session
 
 from lossgym.env.task import Task
 from lossgym.env.texts import StageView
+from lossgym.errors import AgentError
 from lossgym.store import queries
 from lossgym.store.models import SessionRow, TestRow, utcnow
+
+FINISHED = ("done", "failed", "error")  # a test in one of these states has its result
 
 
 def stage_views(task: Task, profile: str, test: TestRow) -> list[StageView]:
@@ -71,3 +74,17 @@ def finalize_if_done(db: Session, task: Task, session: SessionRow) -> None:
     best = best_valid_test(task, session, queries.tests_of(db, session.id))
     if best is not None:
         queries.add_final(db, session.id, best, kind="auto")
+
+
+def submittable(db: Session, session: SessionRow, n: int) -> TestRow:
+    """The session's test #n, if it can be submitted; otherwise the AgentError that says why."""
+    tests = queries.tests_of(db, session.id)
+    test = next((t for t in tests if t.n == n), None)
+    valid = ", ".join(str(t.n) for t in tests if t.valid) or "none yet"
+    if test is None:
+        raise AgentError(f"ERROR: There is no test #{n}. Tests you can submit: {valid}.")
+    if test.status not in FINISHED:
+        raise AgentError(f"ERROR: Test #{n} has not finished yet; submit it once its result is in.")
+    if not test.valid:
+        raise AgentError(f"ERROR: Test #{n} has no valid result. Tests you can submit: {valid}.")
+    return test

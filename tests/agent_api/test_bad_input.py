@@ -5,16 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from lossgym.baseline_runs import spans_in
 from tests.conftest import OPERATOR_KEY
 
 FILE = "nanoGPT/custom_pretrain.py"
 
 
 def _regions(session: dict) -> tuple[tuple[int, int], tuple[int, int]]:
-    listing = session["workspace"][FILE]
-    # "nanoGPT/custom_pretrain.py [EDITABLE — lines a–b, lines c–d only]"
-    (a, b), (c, d) = spans_in(listing.splitlines()[0])
+    (a, b), (c, d) = [(r["start"], r["end"]) for r in session["regions"][FILE]]
     return (a, b), (c, d)
 
 

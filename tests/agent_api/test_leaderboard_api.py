@@ -22,8 +22,8 @@ HIDDEN = "piqa_acc_gpt-tiny"
 
 
 def _edit_compute_loss(base: str, session: dict) -> None:
-    title = session["workspace"][FILE].splitlines()[0]
-    start, end = (int(x) for x in title.split("lines ", 1)[1].split(",")[0].split("\u2013"))
+    first = session["regions"][FILE][0]
+    start, end = first["start"], first["end"]
     content = (
         "def compute_loss(logits, targets):\n"
         f"    # {MARKER}\n"
@@ -41,7 +41,10 @@ def _tested_session(base: str, new_session, service: EpisodeService, db: Databas
     """A running session with an edit and one finished test whose metrics include a hidden one."""
     session = new_session(base, agent="secretive-agent")
     _edit_compute_loss(base, session)
-    reply = httpx.post(f"{base}/test", params={"wait": "false"}, headers=session["headers"])
+    # The pre-flight smoke run answers this request: it may take a while on a busy machine.
+    reply = httpx.post(
+        f"{base}/test", params={"wait": "false"}, headers=session["headers"], timeout=60
+    )
     assert reply.status_code == 200, reply.text
     metrics = {primary_key(service): 5.4321, HIDDEN: 61.5}
     finish_test(service, db, session["session_id"], 1, metrics)

@@ -6,7 +6,7 @@ database as the worker would write them.
 
 from __future__ import annotations
 
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,8 +14,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from lossgym.baseline_runs import (
-    Api,
+from lossgym.baselines.client import Api
+from lossgym.baselines.runner import (
     BaselineRunner,
     Outcome,
     PlanError,
@@ -23,10 +23,8 @@ from lossgym.baseline_runs import (
     choose,
     completed,
     plan,
-    region_names,
-    regions_from_listing,
+    regions_from_reply,
     resolve_edit,
-    spans_in,
     summary,
 )
 from lossgym.cli import app
@@ -44,11 +42,16 @@ def _runner(base: str, settings: Settings, state: Path, lines: list[str]) -> Bas
     return BaselineRunner(api, task, profile, StateFile(state), lines.append, poll_s=0.05)
 
 
-def test_spans_and_region_resolution(settings: Settings) -> None:
-    task, *_ = choose(settings.tasks_dir, TASK, None, None, 1)
-    listing = f"{FILE} [EDITABLE \u2014 lines 215\u2013218, lines 349\u2013351 only]\n\n  1: x"
-    assert spans_in(listing) == [(215, 218), (349, 351)]
-    regions = regions_from_listing({FILE: listing}, region_names(task))
+def test_region_resolution() -> None:
+    reply = {
+        "regions": {
+            FILE: [
+                {"name": "compute_loss", "start": 215, "end": 218},
+                {"name": "loss_state_hook", "start": 349, "end": 351},
+            ]
+        }
+    }
+    regions = regions_from_reply(reply)
     assert regions == {FILE: [("compute_loss", 215, 218), ("loss_state_hook", 349, 351)]}
     op = EditOp(op="replace", filename=FILE, region="loss_state_hook", content="x = 1\n")
     assert resolve_edit(op, regions) == {
@@ -56,10 +59,6 @@ def test_spans_and_region_resolution(settings: Settings) -> None:
     }  # fmt: skip
     with pytest.raises(ValueError, match="no editable region 'other'"):
         resolve_edit(EditOp(op="replace", filename=FILE, region="other", content="x"), regions)
-    with pytest.raises(ValueError, match="shows 1 regions"):
-        regions_from_listing(
-            {FILE: f"{FILE} [EDITABLE \u2014 lines 1\u20132 only]"}, region_names(task)
-        )
 
 
 def test_resume_skips_sessions_with_a_final() -> None:
@@ -107,8 +106,7 @@ def test_every_baseline_edit_applies_over_http(
     for name in runner.task.spec.baselines:
         created = runner.api.create_session(TASK, f"baseline:{name}", "tiny-cpu", 1337)
         ops = load_baseline(runner.task, name)
-        regions = regions_from_listing(created["workspace"], region_names(runner.task))
-        texts = runner.apply_edits(created["token"], ops, regions)  # raises on any 4xx
+        texts = runner.apply_edits(created["token"], ops, regions_from_reply(created))  # raises on any 4xx
         assert len(texts) == len(ops) and all(t.startswith("OK: Replaced") for t in texts)
         view = httpx.post(
             f"{server}/view", json={"filename": FILE},
@@ -154,9 +152,13 @@ def test_a_failed_test_is_retried_on_resume_then_reported(
     sid, token = runner._start("cross_entropy", 1338, key)
     runner._queue_test(token)
     finish_test(service, db, sid, 1, None)
+    queued = _tell_when_queued(runner)
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(runner.run_one, "cross_entropy", 1338)
-        _wait_for_test(db, sid, 2)  # resuming re-tests: the session has budget left
+        running.add_done_callback(lambda _: queued.set())  # it gave up: fail now, not later
+        assert queued.wait(timeout=60)
+        with db.transaction() as tx:  # resuming re-tests: the session has budget left
+            assert queries.get_test(tx, sid, 2) is not None, "test #2 was never queued"
         finish_test(service, db, sid, 2, None)
         outcome = running.result(timeout=60)
     assert outcome.status == "failed" and outcome.session_id == sid
@@ -166,11 +168,15 @@ def test_a_failed_test_is_retried_on_resume_then_reported(
     assert "cross_entropy" in text and "1 failed" in text
 
 
-def _wait_for_test(db: Database, sid: str, n: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with db.transaction() as tx:
-            if queries.get_test(tx, sid, n) is not None:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"test #{n} was never queued")
+def _tell_when_queued(runner: BaselineRunner) -> threading.Event:
+    """An event the runner sets each time it has queued a test (the API answered)."""
+    queued = threading.Event()
+    queue_test = runner._queue_test
+
+    def queue_and_tell(token: str) -> int:
+        n = queue_test(token)
+        queued.set()
+        return n
+
+    runner._queue_test = queue_and_tell  # type: ignore[method-assign]
+    return queued

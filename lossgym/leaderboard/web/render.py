@@ -14,7 +14,6 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from lossgym.env.task import list_tasks
 from lossgym.errors import NotFound
 from lossgym.leaderboard.service import LeaderboardService
 from lossgym.leaderboard.web import svg, view
@@ -47,9 +46,9 @@ def board_tables(
 ) -> list[dict[str, Any]]:
     """Every (task, profile) board, rows filtered by agent and sorted as the query asks."""
     tables = []
-    for task_name in list_tasks(service.tasks.tasks_dir):
+    for task_name in service.tasks.names():
         try:
-            profiles = list(service.tasks.get(task_name).spec.profiles)
+            profiles = list(service.tasks.board_task(task_name).profiles)
         except Exception as error:  # a broken task.yaml must not take the page down
             tables.append({"task": task_name, "profile": "", "error": str(error)})
             continue

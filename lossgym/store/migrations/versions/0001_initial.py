@@ -16,6 +16,16 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _create_sessions()
+    _create_revisions()
+    _create_tool_calls()
+    _create_tests()
+    _create_finals()
+    _create_jobs()
+    _create_stage_results()
+
+
+def _create_sessions() -> None:
     op.create_table(
         "sessions",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -36,6 +46,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("token_hash"),
     )
+
+
+def _create_revisions() -> None:
     op.create_table(
         "revisions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -55,6 +68,8 @@ def upgrade() -> None:
     with op.batch_alter_table("revisions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_revisions_session_id"), ["session_id"], unique=False)
 
+
+def _create_tool_calls() -> None:
     op.create_table(
         "tool_calls",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -75,6 +90,8 @@ def upgrade() -> None:
     with op.batch_alter_table("tool_calls", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_tool_calls_session_id"), ["session_id"], unique=False)
 
+
+def _create_tests() -> None:
     op.create_table(
         "tests",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -100,6 +117,8 @@ def upgrade() -> None:
     with op.batch_alter_table("tests", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_tests_session_id"), ["session_id"], unique=False)
 
+
+def _create_finals() -> None:
     op.create_table(
         "finals",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -118,6 +137,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("session_id"),
     )
+
+
+def _create_jobs() -> None:
     op.create_table(
         "jobs",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -140,6 +162,8 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index("ix_jobs_status_id", ["status", "id"], unique=False)
 
+
+def _create_stage_results() -> None:
     op.create_table(
         "stage_results",
         sa.Column("id", sa.Integer(), nullable=False),

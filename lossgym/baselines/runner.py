@@ -2,7 +2,8 @@
 
 Each (baseline, seed) is one session with agent `baseline:<name>`, driven as an
 agent would drive it: POST /sessions, the baseline's edits through POST /edit
-(`region:` resolved to the region's current lines), POST /test, then
+(`region:` resolved to the region's current lines, from the
+structured `regions` every reply carries), POST /test, then
 POST /submit. So baselines go through exactly the path agents' runs take.
 
 Resumable: a (baseline, seed) whose session already has a scored final on
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,55 +24,17 @@ from typing import Any
 
 import httpx
 
+from lossgym.baselines.client import Api, ApiError
 from lossgym.env.baselines import EditOp, load_baseline
 from lossgym.env.task import Task, list_tasks, load_task
 from lossgym.errors import AgentError, TaskSpecError
 from lossgym.leaderboard.ranking import BASELINE_PREFIX, RANKED
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_STATE = Path("var/baselines-state.json")
 TEST_DONE = ("done", "failed", "error")
 MAX_INFRA_RETRIES = 2
-_SPAN_RE = re.compile(r"(\d+)\u2013(\d+)")
 
 Regions = dict[str, list[tuple[str, int, int]]]  # file -> [(name, start, end)]
-
-
-class ApiError(Exception):
-    """An HTTP error reply; the message is the server's `text`."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-
-
-class Api:
-    """The few public endpoints a baseline run needs."""
-
-    def __init__(
-        self, base_url: str, client: httpx.Client | None = None, operator_key: str = ""
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.client = client or httpx.Client(timeout=httpx.Timeout(300.0, connect=10.0))
-        self.operator_key = operator_key  # baseline agent names are reserved for the operator
-
-    def call(self, method: str, path: str, token: str | None = None, **kw: Any) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        reply = self.client.request(method, self.base_url + path, headers=headers, **kw)
-        try:
-            body = reply.json()
-        except ValueError:
-            body = {"text": reply.text}
-        if reply.status_code >= 400:
-            raise ApiError(reply.status_code, str(body.get("text", body)))
-        return body  # type: ignore[no-any-return]
-
-    def leaderboard(self, task: str, profile: str) -> dict[str, Any]:
-        return self.call("GET", "/api/leaderboard", params={"task": task, "profile": profile})
-
-    def create_session(self, task: str, agent: str, profile: str, seed: int) -> dict[str, Any]:
-        body = {"task": task, "agent": agent, "profile": profile, "seed": seed}
-        return self.call("POST", "/sessions", self.operator_key or None, json=body)
 
 
 class PlanError(Exception):
@@ -103,36 +65,11 @@ def choose(
 # ── pure helpers ─────────────────────────────────────────────────────────────
 
 
-def spans_in(text: str) -> list[tuple[int, int]]:
-    """`215–218, 349–351` (en dashes, as every workspace text writes them) → [(215, 218), ...]."""
-    return [(int(a), int(b)) for a, b in _SPAN_RE.findall(text)]
-
-
-def regions_from_listing(listings: dict[str, str], names: dict[str, list[str]]) -> Regions:
-    """Regions from a new session's workspace listings; names come from the task spec, in order."""
-    regions: Regions = {}
-    for path, listing in listings.items():
-        spans = spans_in(listing.splitlines()[0]) if listing else []
-        wanted = names.get(path, [])
-        if len(spans) != len(wanted):
-            raise ValueError(f"{path}: the server shows {len(spans)} regions, the task {wanted}")
-        regions[path] = [(n, a, b) for n, (a, b) in zip(wanted, spans, strict=True)]
-    return regions
-
-
 def regions_from_reply(data: dict[str, Any]) -> Regions:
-    """Regions from an /edit reply's structured `regions` field."""
+    """Regions from a reply's structured `regions` field (POST /sessions, /edit, /undo, /view)."""
     return {
         path: [(str(r["name"]), int(r["start"]), int(r["end"])) for r in items]
         for path, items in data["regions"].items()
-    }
-
-
-def region_names(task: Task) -> dict[str, list[str]]:
-    """Each workspace file's region names in line order, as the task declares them."""
-    return {
-        path: [r.name for r in sorted(regions, key=lambda r: r.start)]
-        for path, regions in task.regions().items()
     }
 
 
@@ -275,11 +212,8 @@ class BaselineRunner:
         self.state.put(key, {"session_id": sid, "token": token})
         ops = load_baseline(self.task, name)
         self._say(name, seed, f"session {sid}: applying {len(ops)} edit(s)")
-        self.apply_edits(token, ops, regions_from_listing(created["workspace"], self._names()))
+        self.apply_edits(token, ops, regions_from_reply(created))
         return sid, token
-
-    def _names(self) -> dict[str, list[str]]:
-        return region_names(self.task)
 
     def apply_edits(self, token: str, ops: list[EditOp], regions: Regions) -> list[str]:
         """POST each edit with its region resolved as the workspace now is; returns the texts."""
@@ -349,11 +283,9 @@ def start_in_background(
     def work() -> None:
         api = Api(base_url, operator_key=operator_key)
         for _ in range(120):
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+            if api.health():
+                break
+            time.sleep(0.5)
         task, profile, names, seed_list = choose(tasks_dir, None, None, None, seeds)
         runner = BaselineRunner(api, task, profile, StateFile(state), log.info, poll_s=10.0)
         outcomes = runner.run(names, seed_list)
