@@ -49,6 +49,7 @@ test-fast: data
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lossgym tests bench
 	$(VENV)/bin/ruff format --check lossgym tests bench
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format lossgym tests bench

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import socket
+import re
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -122,18 +124,41 @@ def fast_tasks_dir(
     return tasks
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SERVER_LOGS = itertools.count(1)
+ANNOUNCED = re.compile(rb"^LossGym on (http://\S+)")
+
+
+class _ServerOutput(threading.Thread):
+    """Copies the server's output into its log; `announced` is set once the server named
+    the address it listens on (or its output ended: it exited)."""
+
+    def __init__(self, stream: IO[bytes], log_path: Path) -> None:
+        super().__init__(daemon=True)  # a grandchild may hold the pipe open after the server
+        self.stream, self.log_path = stream, log_path
+        self.base: str | None = None
+        self.announced = threading.Event()
+
+    def run(self) -> None:
+        with open(self.log_path, "wb") as log:
+            for line in self.stream:
+                log.write(line)
+                log.flush()
+                if self.base is None and (found := ANNOUNCED.match(line)):
+                    self.base = found[1].decode()
+                    self.announced.set()
+        self.announced.set()
 
 
 @contextmanager
 def run_server(settings: Settings, worker: bool) -> Iterator[str]:
-    """`lossgym serve` in a subprocess on a free port; yields its base URL."""
-    port = free_port()
+    """`lossgym serve --port 0` in a subprocess; yields its base URL.
+
+    The OS hands the server its port: the server listens before it prints the
+    "LossGym on URL" line it is read from, so requests queue until it serves them.
+    """
     env = dict(os.environ)
     env.update(
+        PYTHONUNBUFFERED="1",
         LOSSGYM_DATABASE=str(settings.database),
         LOSSGYM_RUNS_DIR=str(settings.runs_dir),
         LOSSGYM_DATA_DIR=str(settings.data_dir),
@@ -147,35 +172,45 @@ def run_server(settings: Settings, worker: bool) -> Iterator[str]:
         LOSSGYM_DOCKER_IMAGE=settings.docker_image,
         LOSSGYM_DOCKER_HOST_PYTHON=str(settings.docker_host_python).lower(),
     )
-    log_path = settings.database.parent / f"server-{port}.log"
-    argv = [sys.executable, "-m", "lossgym.cli", "serve", "--port", str(port)]
+    log_path = settings.database.parent / f"server-{next(SERVER_LOGS)}.log"
+    argv = [sys.executable, "-m", "lossgym.cli", "serve", "--port", "0"]
     argv.append("--worker" if worker else "--no-worker")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
+    )
+    assert proc.stdout is not None
+    output = _ServerOutput(proc.stdout, log_path)
+    output.start()
     try:
-        _wait_healthy(base, proc, log_path)
-        yield base
+        yield _wait_healthy(proc, output)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        output.join(timeout=10)
 
 
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()}")
+def _wait_healthy(proc: subprocess.Popen[bytes], output: _ServerOutput) -> str:
+    """The server's base URL once it answers /health; raises with its log if it cannot."""
+    if not output.announced.wait(timeout=60) or output.base is None:
+        problem = "did not say where it listens" if proc.poll() is None else "exited early"
+        raise RuntimeError(f"server {problem}:\n{_log(output)}")
+    try:  # it listens already: this request waits in the queue until the app serves it
+        reply = httpx.get(f"{output.base}/health", timeout=60)
+    except httpx.HTTPError as error:
+        raise RuntimeError(f"server did not become healthy ({error!r}):\n{_log(output)}") from None
+    if reply.status_code != 200:
+        raise RuntimeError(f"server /health said {reply.status_code}:\n{_log(output)}")
+    return output.base
+
+
+def _log(output: _ServerOutput) -> str:
+    if output.is_alive():
+        output.join(timeout=5)  # the rest of what an exiting server wrote
+    return output.log_path.read_text(errors="replace") if output.log_path.exists() else ""
 
 
 @pytest.fixture

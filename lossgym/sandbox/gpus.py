@@ -16,13 +16,18 @@ other hosts never count: their GPUs are other devices with the same ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import NamedTuple
 
 from lossgym.env.catalog import TaskCache
 from lossgym.env.task import ProfileSpec
 from lossgym.errors import TaskSpecError
+
+NODE = re.compile(r"nvidia\d+")  # a GPU's device node; not nvidiactl, nvidia-uvm, nvidia-caps
 
 
 class Holding(NamedTuple):
@@ -49,16 +54,47 @@ def configured_gpus(text: str) -> list[str]:
         return []
     if text.strip():
         return parse_ids(text)
-    return [str(i) for i in range(_visible_gpu_count())]
+    return visible_gpus()
 
 
-def _visible_gpu_count() -> int:
+def visible_gpus(
+    environ: Mapping[str, str] | None = None,
+    dev: Path = Path("/dev"),
+    driver: Path = Path("/proc/driver/nvidia"),
+) -> list[str]:
+    """The ids of every GPU this process may use, found without torch.
+
+    The worker runs inside the API process (`lossgym serve`), which never imports
+    torch (SPEC §2), so this reads what CUDA itself would: with the NVIDIA driver
+    loaded, one GPU per device node `/dev/nvidia<N>`, ids '0'..'N-1' (the ordinals
+    `torch.cuda.device_count()` counts); `CUDA_VISIBLE_DEVICES`, when set, narrows
+    that to its entries, kept as written so that a job's own `CUDA_VISIBLE_DEVICES`
+    names the same devices, and read as CUDA does: up to the first entry that is not
+    a device (e.g. '-1'); empty means none. No driver: no GPUs (a CPU-only worker).
+    """
+    environ = os.environ if environ is None else environ
     try:
-        import torch
-
-        return torch.cuda.device_count()
-    except Exception:  # no usable CUDA: a CPU-only worker
-        return 0
+        count = sum(1 for node in dev.glob("nvidia*") if NODE.fullmatch(node.name))
+        loaded = driver.is_dir()
+    except OSError:
+        return []
+    if not loaded or count == 0:
+        return []
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [str(i) for i in range(count)]
+    ids: list[str] = []
+    for entry in visible.split(","):
+        entry = entry.strip()
+        if entry.isdigit():
+            if int(entry) >= count:
+                break
+            entry = str(int(entry))
+        elif not entry.startswith(("GPU-", "MIG-")):
+            break  # '-1', '', anything else: CUDA stops here
+        if entry not in ids:
+            ids.append(entry)
+    return ids
 
 
 def gpus_needed(profile: ProfileSpec) -> int:

@@ -25,7 +25,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lossgym.baseline_runs import spans_in
 from lossgym.config import Settings
 from lossgym.store.db import Database
 from lossgym.store.models import StageResultRow, TestRow
@@ -82,8 +81,7 @@ FAILS_ITS_TEST = {
 
 def _session(base: str, agent: str) -> tuple[str, dict, tuple[int, int]]:
     body = httpx.post(f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": agent}).json()
-    head = body["workspace"][FILE].splitlines()[0]
-    (a, b), _ = spans_in(head)
+    (a, b), _ = [(r["start"], r["end"]) for r in body["regions"][FILE]]
     return body["session_id"], {"Authorization": f"Bearer {body['token']}"}, (a, b)
 
 
@@ -164,7 +162,9 @@ def test_runtime_hostility_fails_cleanly_or_changes_nothing(
     hostile_settings = _with_runner(hostile_settings, kind)
     with run_server(hostile_settings, worker=True) as base:
         honest_sid, honest, _ = _session(base, "honest")
-        queued = httpx.post(f"{base}/test", headers=honest, params={"wait": "false"})
+        queued = httpx.post(
+            f"{base}/test", headers=honest, params={"wait": "false"}, timeout=TIMEOUT
+        )
         assert queued.status_code == 200
         steer_sid, steering = _steering_session(base)
         hostile_sid, headers, region = _session(base, "hostile-runtime")

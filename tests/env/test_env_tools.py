@@ -113,8 +113,8 @@ def test_edit_args_errors(args: dict, message: str) -> None:
 
 
 def test_other_args() -> None:
-    assert parse_tool_args("test", {}) == TOOLS["test"]()
-    assert parse_tool_args("test", None) == TOOLS["test"]()
+    assert parse_tool_args("test", {}) == TOOLS["test"].args()
+    assert parse_tool_args("test", None) == TOOLS["test"].args()
     assert parse_tool_args("undo", {}) == UndoArgs(n=1)
     assert parse_tool_args("submit", {"n": 2}).n == 2  # type: ignore[attr-defined]
     with pytest.raises(AgentError, match="greater than or equal to 1"):
@@ -146,11 +146,20 @@ def test_dispatch(ws: Workspace) -> None:
     assert run_undo(ws, UndoArgs(n=3)).startswith("OK: Undid 3 edit(s)")
 
 
-def test_env_modules_do_not_import_torch() -> None:
+def test_env_and_server_modules_do_not_import_torch() -> None:
+    """The API process never imports torch (SPEC §2): not the env modules, nor the app,
+    its in-process worker, the sandbox modules the server uses, or GPU discovery.
+    `tests/agent_api/test_torch_free.py` checks a live `lossgym serve` end to end."""
     code = (
         "import sys\n"
         "import lossgym.errors, lossgym.env.task, lossgym.env.workspace\n"
         "import lossgym.env.tools, lossgym.env.baselines\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import lossgym.cli, lossgym.agent_api.app, lossgym.sandbox.worker\n"
+        "import lossgym.sandbox.preflight, lossgym.sandbox.stages, lossgym.sandbox.results\n"
+        "import lossgym.sandbox.policy, lossgym.sandbox.runner, lossgym.sandbox.local_runner\n"
+        "import lossgym.sandbox.docker_runner, lossgym.sandbox.gpus\n"
+        "lossgym.sandbox.gpus.configured_gpus('')  # what the worker does as it starts\n"
+        "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not loaded, f'torch was imported: {loaded[:5]}'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

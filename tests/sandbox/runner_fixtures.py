@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +60,49 @@ def make_test_runner(kind: str, **docker_options: object) -> Runner:
         runtime=python_runtime(),
         **docker_options,  # type: ignore[arg-type]
     )
+
+
+class Lifeline:
+    """A FIFO a run's process holds open for writing as long as it lives.
+
+    The test holds the reading end: the first bytes that arrive say the process
+    started, and end-of-file says every process that held it is dead. Both are
+    events the test waits on, where it would otherwise watch a file for growth.
+    """
+
+    def __init__(self, directory: Path, name: str = "lifeline") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / name
+        os.mkfifo(self.path)
+        os.chmod(self.path, 0o666)  # the sandbox user opens it too
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # no writer needed yet
+        self.received = b""
+        self.ended = False  # end-of-file: a writer came, and none is left
+
+    def started(self, timeout_s: float = 60.0) -> bool:
+        """Wait until something was written; False if nothing was within the timeout."""
+        self._read_until(lambda: bool(self.received) or self.ended, timeout_s)
+        return bool(self.received)
+
+    def all_dead(self, timeout_s: float = 60.0) -> bool:
+        """Wait until every writer has gone (closing it, or dying); False on the timeout."""
+        return self._read_until(lambda: self.ended, timeout_s)
+
+    def close(self) -> None:
+        os.close(self._fd)  # a writer still alive gets SIGPIPE on its next write
+
+    def _read_until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)  # POLLHUP is always reported
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
+            if not poller.poll(remaining_ms):  # a timeout of 0 still sees what is there
+                return False
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                continue
+            self.received += chunk
+            self.ended = not chunk
+        return True

@@ -1,16 +1,17 @@
 """Whole GPUs from LOSSGYM_GPUS: tests of different sessions share a host, never a GPU.
 
 Nothing trains here: a recording runner notes which GPUs each run was given
-and when, holds them for a moment, and writes what the stages expect to find.
+and when, can hold them until the scheduler had its chance to run something
+alongside, and writes what the stages expect to find.
 The task is the real one: gpt2-1.5b trains on 4 GPUs, gpt2-345m on 2,
 gpt2-124m on 1, their lm-eval stages use 1, and tiny-cpu uses none.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,30 +32,58 @@ from tests.conftest import REPO, make_service
 TASK = "llm-pretrain-loss"
 
 
+HOLD_LIMIT_S = 60.0  # a held run gives up waiting: the scheduler stalled (a failure)
+
+
 @dataclass(frozen=True)
 class Run:
     label: str  # the stage's label
     gpus: tuple[str, ...]
-    start: float
-    end: float
+    start: int  # ticks of the runner's clock: an order of events, not wall time
+    end: int
 
 
 class RecordingRunner:
+    """Records which GPUs each run had, from when to when.
+
+    With `hold`, a run lasts until the scheduler had its chance to start something
+    alongside it: until another run starts, or a worker that began looking for work
+    after it started found nothing it may claim. Runs overlap whenever the
+    scheduler can pack them, without a run lasting any fixed time.
+    """
+
     name = "recording"
 
-    def __init__(self, hold_s: float = 0.0) -> None:
-        self.hold_s = hold_s
+    def __init__(self, hold: bool = False) -> None:
+        self.hold = hold
         self.runs: list[Run] = []
-        self._lock = threading.Lock()
+        self._clock = itertools.count()
+        self._changed = threading.Condition()
+        self._last_start = self._last_empty_claim = -1
+
+    def now(self) -> int:
+        with self._changed:
+            return next(self._clock)
+
+    def found_nothing(self, looked_at: int) -> None:
+        """A worker that began looking at `looked_at` found nothing it may claim."""
+        with self._changed:
+            self._last_empty_claim = max(self._last_empty_claim, looked_at)
+            self._changed.notify_all()
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
-        start = time.monotonic()
-        time.sleep(self.hold_s)
+        with self._changed:
+            start = self._last_start = next(self._clock)
+            self._changed.notify_all()
+            if self.hold:
+                self._changed.wait_for(
+                    lambda: max(self._last_start, self._last_empty_claim) > start, HOLD_LIMIT_S
+                )
         _write_outputs(spec)
-        end = time.monotonic()
-        with self._lock:
+        with self._changed:
+            end = next(self._clock)
             self.runs.append(Run(spec.cwd.parent.name, tuple(spec.gpus), start, end))
-        return RunResult(exit_code=0, timed_out=False, cancelled=False, seconds=end - start)
+        return RunResult(exit_code=0, timed_out=False, cancelled=False, seconds=0.0)
 
     def kill_stale(self, pid_file: Path) -> None:
         pass
@@ -114,17 +143,40 @@ def _overlap(a: Run, b: Run) -> bool:
 def _run_workers(
     settings: Settings, runner: RecordingRunner, n: int, until: Callable[[], bool]
 ) -> None:
-    """`n` workers in threads, each with its own connection, as separate processes would."""
+    """`n` workers in threads, each with its own connection, as separate processes would.
+
+    Each runs the loop of `Worker.run_forever`, telling the runner when it found no
+    work, and this thread when it finished a job (then `until` is checked again).
+    """
     stop = threading.Event()
+    finished = threading.Condition()
+    errors: list[BaseException] = []
+
+    def serve(worker: Worker) -> None:
+        while not stop.is_set():
+            looked_at = runner.now()
+            try:
+                worked = worker.run_once(stop)
+            except BaseException as error:
+                errors.append(error)  # the test fails on it
+                worked = False
+            with finished:
+                finished.notify_all()
+            if errors:
+                return
+            if not worked:
+                runner.found_nothing(looked_at)
+                stop.wait(settings.worker_poll_s)
+
     dbs = [Database(settings.database) for _ in range(n)]
     workers = [Worker(settings, db, TaskCache(settings.tasks_dir), runner) for db in dbs]
-    threads = [threading.Thread(target=w.run_forever, args=(stop,)) for w in workers]
+    threads = [threading.Thread(target=serve, args=(w,)) for w in workers]
     for thread in threads:
         thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while not until() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with finished:
+            finished.wait_for(lambda: bool(errors) or until(), timeout=60)
+        assert not errors, errors
     finally:
         stop.set()
         for thread in threads:
@@ -138,7 +190,7 @@ def test_sessions_share_four_gpus_without_overlap(tmp_path: Path) -> None:
     service = _service(settings)
     profiles = ["gpt2-345m", "gpt2-124m"] * 3 + ["gpt2-1.5b", "gpt2-124m"]
     queued = _queue(service, profiles)
-    runner = RecordingRunner(hold_s=0.4)
+    runner = RecordingRunner(hold=True)
 
     def all_finished() -> bool:
         return all(service.test_info(sid, 1)["status"] == "done" for sid, _ in queued)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 import threading
 import time
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from lossgym.sandbox.local_runner import LocalRunner
 from lossgym.sandbox.runner import RunSpec, base_env
+from tests.sandbox.runner_fixtures import Lifeline
 
 
 def _spec(tmp_path: Path, code: str, timeout_s: float = 30.0) -> RunSpec:
@@ -16,19 +19,17 @@ def _spec(tmp_path: Path, code: str, timeout_s: float = 30.0) -> RunSpec:
     return RunSpec(argv, tmp_path, tmp_path / "run.log", timeout_s, base_env({}))
 
 
-def _alive(pid: int, grace_s: float = 3.0) -> bool:
-    """Whether `pid` still runs after a short grace period (signals land asynchronously)."""
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        stat = Path(f"/proc/{pid}/stat")
-        try:
-            # A zombie (state Z) is dead for our purposes.
-            if stat.read_text().split()[2] == "Z":
-                return False
-        except (FileNotFoundError, ProcessLookupError):
-            return False
-        time.sleep(0.05)
-    return True
+def _dies(pid: int, timeout_s: float = 60.0) -> bool:
+    """Whether `pid` ends (a zombie counts as dead) within the timeout: a signal lands
+    asynchronously, so wait for the kernel to say it exited (its pidfd turns readable)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout_s)[0])
+    finally:
+        os.close(pidfd)
 
 
 def test_exit_code_and_log(tmp_path: Path) -> None:
@@ -46,21 +47,19 @@ def test_environment_is_clean(tmp_path: Path, monkeypatch) -> None:
     assert (tmp_path / "run.log").read_text().strip() == "[]"
 
 
-CHILD = """
+SPAWN = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
 print(child.pid, flush=True)
-time.sleep(300)
 """
+CHILD = SPAWN + "time.sleep(300)\n"  # the parent stays, until the runner ends it
 
 
 def _child_pid(log: Path) -> int:
-    for _ in range(100):
-        text = log.read_text() if log.exists() else ""
-        if text.strip():
-            return int(text.split()[0])
-        time.sleep(0.05)
-    raise AssertionError("child never started")
+    """The pid the run printed; the run has ended, so its log is complete."""
+    words = log.read_text().split() if log.exists() else []
+    assert words, "child never started"
+    return int(words[0])
 
 
 def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
@@ -68,19 +67,32 @@ def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     result = LocalRunner(isolation="none").run(_spec(tmp_path, CHILD, timeout_s=1.5))
     assert result.timed_out and result.exit_code is None
     assert time.monotonic() - start < 15
-    assert not _alive(_child_pid(tmp_path / "run.log"))
+    assert _dies(_child_pid(tmp_path / "run.log"))
 
 
 def test_cancel_stops_the_run(tmp_path: Path) -> None:
+    lifeline = Lifeline(tmp_path)  # the parent writes to it once its child runs
     cancel = threading.Event()
-    threading.Timer(1.0, cancel.set).start()
-    result = LocalRunner(isolation="none").run(_spec(tmp_path, CHILD), cancel)
+    started: list[bool] = []
+
+    def cancel_once_started() -> None:
+        started.append(lifeline.started())
+        cancel.set()
+
+    canceller = threading.Thread(target=cancel_once_started)
+    canceller.start()
+    code = SPAWN + "open('lifeline', 'w').write('spawned')\n" + "time.sleep(300)\n"
+    try:
+        result = LocalRunner(isolation="none").run(_spec(tmp_path, code), cancel)
+        canceller.join()
+    finally:
+        lifeline.close()
+    assert started == [True], "the run never said its child runs"
     assert result.cancelled and not result.timed_out
-    assert not _alive(_child_pid(tmp_path / "run.log"))
+    assert _dies(_child_pid(tmp_path / "run.log"))
 
 
 def test_children_left_behind_are_killed(tmp_path: Path) -> None:
-    orphan_maker = CHILD.rsplit("time.sleep(300)", 1)[0]  # the parent exits at once
-    result = LocalRunner(isolation="none").run(_spec(tmp_path, orphan_maker))
+    result = LocalRunner(isolation="none").run(_spec(tmp_path, SPAWN))  # the parent exits
     assert result.exit_code == 0
-    assert not _alive(_child_pid(tmp_path / "run.log"))
+    assert _dies(_child_pid(tmp_path / "run.log"))

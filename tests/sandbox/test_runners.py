@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from lossgym.sandbox.runner import PYTHON, Limits, Mount, Runner, RunSpec, base_env
-from tests.sandbox.runner_fixtures import ISOLATING_KINDS, RUNNER_KINDS, make_test_runner
+from lossgym.sandbox.runner import PYTHON, Limits, Mount, Runner, RunSpec, base_env, read_pid_file
+from tests.sandbox.runner_fixtures import (
+    ISOLATING_KINDS,
+    RUNNER_KINDS,
+    Lifeline,
+    make_test_runner,
+)
 
 
 @pytest.fixture(params=RUNNER_KINDS)
@@ -61,59 +67,79 @@ def test_environment_is_only_the_specs(runner: Runner, tmp_path: Path, monkeypat
     assert _log(tmp_path).split() == ["None", str(tmp_path / "run")]
 
 
-# A parent that forks a child; the child appends to a file every 50 ms, forever.
+@pytest.fixture
+def lifeline(tmp_path: Path) -> Iterator[Lifeline]:
+    """The FIFO "lifeline" in the run directory; the ticking child holds it (see Lifeline)."""
+    fifo = Lifeline(tmp_path / "run")
+    yield fifo
+    fifo.close()
+
+
+# A parent that forks a child; the child holds the lifeline and ticks into it every
+# 50 ms, forever (a tick into a closed lifeline kills it: nothing outlives the test).
 TICKER = """
-import os, sys, time
+import os, time
 if os.fork() == 0:
+    lifeline = os.open("lifeline", os.O_WRONLY)
     while True:
-        with open("ticks", "a") as f:
-            f.write(".")
+        os.write(lifeline, b".")
         time.sleep(0.05)
-print("started", flush=True)
 time.sleep(300)
 """
 
 
-def _ticks_stopped(tmp_path: Path) -> bool:
-    """True when the ticking child is dead: the file stops growing."""
-    ticks = tmp_path / "run" / "ticks"
-    before = ticks.stat().st_size if ticks.exists() else 0
-    time.sleep(0.5)
-    return (ticks.stat().st_size if ticks.exists() else 0) == before
-
-
-def test_time_limit_kills_the_whole_tree(runner: Runner, tmp_path: Path) -> None:
+def test_time_limit_kills_the_whole_tree(
+    runner: Runner, tmp_path: Path, lifeline: Lifeline
+) -> None:
     start = time.monotonic()
     result = runner.run(_spec(tmp_path, TICKER, timeout_s=3.0))
     assert result.timed_out and result.exit_code is None
     assert time.monotonic() - start < 20
-    assert (tmp_path / "run" / "ticks").exists(), "the child should have run"
-    assert _ticks_stopped(tmp_path), "the forked child must die with the run"
+    assert lifeline.started(timeout_s=0), "the child should have run"
+    assert lifeline.all_dead(), "the forked child must die with the run"
 
 
-def test_cancel_stops_the_run(runner: Runner, tmp_path: Path) -> None:
+def test_cancel_stops_the_run(runner: Runner, tmp_path: Path, lifeline: Lifeline) -> None:
     cancel = threading.Event()
-    threading.Timer(2.0, cancel.set).start()
+    started: list[bool] = []
+
+    def cancel_once_ticking() -> None:
+        started.append(lifeline.started())
+        cancel.set()
+
+    canceller = threading.Thread(target=cancel_once_ticking)
+    canceller.start()
     result = runner.run(_spec(tmp_path, TICKER), cancel)
+    canceller.join()
+    assert started == [True], "the child should have run"
     assert result.cancelled and not result.timed_out and result.exit_code is None
-    assert _ticks_stopped(tmp_path)
+    assert lifeline.all_dead(), "the forked child must die with the run"
 
 
-def test_kill_stale_ends_a_run_a_dead_worker_left(runner: Runner, tmp_path: Path) -> None:
+def test_kill_stale_ends_a_run_a_dead_worker_left(
+    runner: Runner, tmp_path: Path, lifeline: Lifeline
+) -> None:
     """A new worker finds the pid file of an orphaned run and kills it."""
     pid_file = tmp_path / "pid"
     spec = _spec(tmp_path, TICKER, pid_file=pid_file)
     results = []
     orphan = threading.Thread(target=lambda: results.append(runner.run(spec)))
     orphan.start()
-    for _ in range(200):
-        if "started" in (_log(tmp_path) if (tmp_path / "run.log").exists() else ""):
-            break
-        time.sleep(0.05)
+    assert lifeline.started(), "the child should have run"
+    _wait_until(lambda: read_pid_file(pid_file) is not None, "the run's pid file")
     runner.kill_stale(pid_file)
-    orphan.join(timeout=30)
+    orphan.join(timeout=60)
     assert not orphan.is_alive() and results[0].exit_code != 0
-    assert _ticks_stopped(tmp_path)
+    assert lifeline.all_dead(), "the forked child must die with the run"
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """For a condition nothing signals (the runner writes the pid file after it starts
+    the run, so it may lag the run's first tick)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 def test_unmounted_paths_are_invisible(isolating: Runner, tmp_path: Path) -> None:
@@ -161,26 +187,30 @@ def test_runs_as_an_unprivileged_user(isolating: Runner, tmp_path: Path) -> None
 # A child that leaves the process group and the session (setsid), then ticks forever.
 SETSID_TICKER = """
 import os, time
+ticking, says_ticking = os.pipe()
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:  # and double-forks, so it is nobody's child
+        lifeline = os.open("lifeline", os.O_WRONLY)
+        os.write(lifeline, b".")
+        os.write(says_ticking, b"!")
         while True:
-            with open("ticks", "a") as f:
-                f.write(".")
             time.sleep(0.05)
+            os.write(lifeline, b".")
     os._exit(0)
-print("started", flush=True)
-time.sleep(1.0)
+os.read(ticking, 1)  # the escaped child ticks: only now may the run end
 """
 
 
 @pytest.mark.parametrize("how", ["exits", "times out"])
-def test_setsid_children_die_with_the_run(runner: Runner, tmp_path: Path, how: str) -> None:
+def test_setsid_children_die_with_the_run(
+    runner: Runner, tmp_path: Path, lifeline: Lifeline, how: str
+) -> None:
     code = SETSID_TICKER if how == "exits" else SETSID_TICKER + "time.sleep(300)\n"
     result = runner.run(_spec(tmp_path, code, timeout_s=4.0))
     assert result.timed_out == (how == "times out")
-    assert (tmp_path / "run" / "ticks").exists(), "the escaped child should have run"
-    assert _ticks_stopped(tmp_path), "a child that called setsid must die with the run"
+    assert lifeline.started(timeout_s=0), "the escaped child should have run"
+    assert lifeline.all_dead(), "a child that called setsid must die with the run"
 
 
 def _limited(runner: Runner) -> None:

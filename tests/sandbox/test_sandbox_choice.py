@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lossgym.cli import _checked_runner
+from lossgym.cli import checked_runner as _checked_runner
 from lossgym.config import Settings
 from lossgym.sandbox import local_runner
 from lossgym.sandbox.runner import make_runner

@@ -106,7 +106,9 @@ def test_every_baseline_edit_applies_over_http(
     for name in runner.task.spec.baselines:
         created = runner.api.create_session(TASK, f"baseline:{name}", "tiny-cpu", 1337)
         ops = load_baseline(runner.task, name)
-        texts = runner.apply_edits(created["token"], ops, regions_from_reply(created))  # raises on any 4xx
+        texts = runner.apply_edits(
+            created["token"], ops, regions_from_reply(created)
+        )  # raises on any 4xx
         assert len(texts) == len(ops) and all(t.startswith("OK: Replaced") for t in texts)
         view = httpx.post(
             f"{server}/view", json={"filename": FILE},
