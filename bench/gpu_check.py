@@ -73,8 +73,10 @@ def task_stage(profile: str) -> dict:
 
 
 def template_regions() -> list[dict]:
-    spec = yaml.safe_load(TASK.read_text())
-    return spec["workspace"][0]["editable"]
+    """The template's editable regions, from its marker lines (as the task loads them)."""
+    from lossgym.env.markers import marked_regions
+
+    return [r.to_dict() for r in marked_regions(TEMPLATE.name, TEMPLATE.read_text())]
 
 
 def flops_per_token(model: dict) -> float:

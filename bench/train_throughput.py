@@ -98,7 +98,8 @@ def template_regions(args: argparse.Namespace) -> list:
     sys.path.insert(0, str(REPO))
     from lossgym.env.task import load_task
 
-    return list(load_task(args.tasks_dir, args.task).spec.workspace[0].editable)
+    task = load_task(args.tasks_dir, args.task)
+    return task.regions()[task.spec.workspace[0].path]
 
 
 def resolve(args: argparse.Namespace) -> dict:
@@ -141,7 +142,7 @@ def run_template(run: dict, args: argparse.Namespace) -> subprocess.CompletedPro
         if args.direct:
             cmd.append(str(TEMPLATE))
         else:  # as the worker runs it
-            regions = [r.model_dump() for r in template_regions(args)]
+            regions = [r.to_dict() for r in template_regions(args)]
             cmd += ["--no-python", sys.executable, "-I", "-u", "-m", "lossgym.trainer.launch",
                     "--script", str(TEMPLATE), "--regions", json.dumps(regions)]  # fmt: skip
         env = {**os.environ, "LOSSGYM_CONFIG": str(cfg_path), "OMP_NUM_THREADS": "1"}

@@ -90,3 +90,13 @@ def load_baseline(task: Task, name: str) -> list[EditOp]:
 def apply_baseline(workspace: Workspace, ops: list[EditOp]) -> list[str]:
     """Apply the operations in order (regions resolved as they are then); returns the texts."""
     return [run_edit(workspace, op.resolve(workspace)) for op in ops]
+
+
+def check_baselines(task: Task) -> None:
+    """Every baseline applies to a fresh workspace: its regions resolve, its edits succeed."""
+    for name in task.spec.baselines:
+        try:
+            apply_baseline(task.new_workspace(), load_baseline(task, name))
+        except AgentError as error:
+            where = display_path(task.dir / "task.yaml")
+            raise TaskSpecError(f"{where}: baselines.{name}: {error}") from None

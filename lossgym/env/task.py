@@ -1,8 +1,10 @@
-"""Task specs: `tasks/<name>/task.yaml` as validated pydantic models.
+"""Tasks: `tasks/<name>/task.yaml` loaded, checked against its files, and rendered.
 
 A task is data only: adding a directory with a `task.yaml`, a description and
-baseline edit files adds a task. `load_task` turns every problem into a
-`TaskSpecError` naming the file and the dotted key path.
+baseline edit files adds a task. The schema is `task_spec.py`; the editable
+regions' line numbers come from marker lines in the workspace files
+(`markers.py`). `load_task` turns every problem into a `TaskSpecError` naming
+the file and the dotted key path.
 """
 
 from __future__ import annotations
@@ -10,242 +12,30 @@ from __future__ import annotations
 import importlib.resources
 import re
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ValidationError
 
 from lossgym.env import texts
-from lossgym.env.limits import LimitsSpec, PreflightSpec
-from lossgym.env.workspace import DASH, Region, Workspace, split_file
+from lossgym.env.markers import MarkerError, named_regions
+from lossgym.env.regions import Region
+from lossgym.env.task_spec import (  # noqa: F401 - re-exported: importers use lossgym.env.task
+    PACKAGE_PREFIX,
+    TASK_FILE,
+    Budget,
+    ModelSpec,
+    PrimaryMetric,
+    ProfileSpec,
+    StageSpec,
+    TaskSpec,
+    WorkspaceFileSpec,
+)
+from lossgym.env.workspace import Workspace
 from lossgym.errors import AgentError, TaskSpecError
 
-TASK_FILE = "task.yaml"
-PACKAGE_PREFIX = "package:"
-_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
-_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-
-
-def _scalar(value: Any) -> bool | int | float | str:
-    if isinstance(value, bool | int | float | str):
-        return value
-    raise ValueError(f"must be a number, string or boolean, got {type(value).__name__}")
-
-
-Scalar = Annotated[bool | int | float | str, PlainValidator(_scalar)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _task_relative(value: str) -> str:
-    """A path inside the task directory: relative, '/'-separated, no '..'."""
-    parts = PurePosixPath(value).parts
-    if not value or value.startswith("/") or "\\" in value or ".." in parts:
-        raise ValueError(f"must be a relative path inside the task directory, got {value!r}")
-    return value
-
-
-class RegionSpec(_Strict):
-    name: Annotated[str, Field(pattern=_IDENT)]
-    start: Annotated[int, Field(ge=1)]
-    end: Annotated[int, Field(ge=1)]
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RegionSpec:
-        if self.start > self.end:
-            raise ValueError(f"start ({self.start}) must be <= end ({self.end})")
-        return self
-
-    def to_region(self) -> Region:
-        return Region(self.name, self.start, self.end)
-
-
-class WorkspaceFileSpec(_Strict):
-    path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")]
-    source: str
-    editable: list[RegionSpec] = []
-
-    @field_validator("path")
-    @classmethod
-    def _no_dots(cls, value: str) -> str:
-        if any(p in (".", "..") for p in value.split("/")):
-            raise ValueError("must not contain '.' or '..' components")
-        return value
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, value: str) -> str:
-        if value.startswith(PACKAGE_PREFIX):
-            package, _, name = value[len(PACKAGE_PREFIX) :].partition("/")
-            if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*", package) or not name:
-                raise ValueError("must look like 'package:<dotted.package>/<file>'")
-            return value
-        return _task_relative(value)
-
-    @model_validator(mode="after")
-    def _regions(self) -> WorkspaceFileSpec:
-        ordered = sorted(self.editable, key=lambda r: r.start)
-        for a, b in zip(ordered, ordered[1:], strict=False):
-            if a.end >= b.start:
-                raise ValueError(f"editable regions {a.name} and {b.name} overlap")
-        names = [r.name for r in self.editable]
-        if len(set(names)) != len(names):
-            raise ValueError("editable region names must be unique")
-        return self
-
-
-class Budget(_Strict):
-    tests: Annotated[int, Field(ge=1)] = 3
-    steps: Annotated[int, Field(ge=1)] = 50
-
-
-class PrimaryMetric(_Strict):
-    name: Annotated[str, Field(pattern=_IDENT)]
-    direction: Literal["minimize", "maximize"]
-
-
-class ModelSpec(_Strict):
-    n_layer: Annotated[int, Field(gt=0)]
-    n_head: Annotated[int, Field(gt=0)]
-    n_embd: Annotated[int, Field(gt=0)]
-    block_size: Annotated[int, Field(gt=0)]
-    vocab_size: Annotated[int, Field(gt=0)]
-    bias: bool
-
-    @model_validator(mode="after")
-    def _heads(self) -> ModelSpec:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        return self
-
-
-EvalSetName = Literal["wikitext2", "lambada", "arc_easy", "hellaswag", "piqa", "winogrande"]
-_TRAIN_ONLY = ("dataset", "model", "val_tokens")
-
-
-class StageSpec(_Strict):
-    label: Annotated[str, Field(pattern=_NAME)]
-    kind: Literal["train", "lm-eval"]
-    nproc: Annotated[int, Field(ge=1)] = 1
-    gpus: Annotated[int, Field(ge=0)] = 0
-    time_limit_s: Annotated[float, Field(gt=0)]
-    limits: LimitsSpec
-    dataset: Annotated[str, Field(pattern=_NAME)] | None = None
-    config: dict[Annotated[str, Field(pattern=_IDENT)], Scalar] = {}
-    model: ModelSpec | None = None
-    val_tokens: Annotated[int, Field(gt=0)] | None = None
-    # lm-eval stages only: which sets to score (default: all present) and how many of each.
-    evals: Annotated[list[EvalSetName], Field(min_length=1)] | None = None
-    limit: Annotated[int, Field(gt=0)] | None = None
-
-    @model_validator(mode="after")
-    def _train_needs(self) -> StageSpec:
-        if self.kind == "train":
-            missing = [k for k in _TRAIN_ONLY if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"a train stage needs {', '.join(missing)}")
-            extra = [k for k in ("evals", "limit") if getattr(self, k) is not None]
-            if extra:
-                raise ValueError(f"{', '.join(extra)}: only an lm-eval stage takes this")
-        if self.model is not None:
-            repeated = sorted(set(self.config) & set(ModelSpec.model_fields))
-            if repeated:
-                raise ValueError(
-                    f"config repeats model fields ({', '.join(repeated)}); set them under "
-                    "model only, which both the training run and the evaluator use"
-                )
-        return self
-
-    def train_config(self) -> dict[str, Scalar]:
-        """The training script's knobs: the model's shape, then the stage's config."""
-        shape = self.model.model_dump() if self.model is not None else {}
-        return {**shape, **self.config}
-
-
-class ProfileSpec(_Strict):
-    description: str
-    devices: Literal["cpu", "cuda"]
-    stages: Annotated[list[StageSpec], Field(min_length=1)]
-
-    @model_validator(mode="after")
-    def _stages(self) -> ProfileSpec:
-        labels = [s.label for s in self.stages]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"stage labels must be unique, got {labels}")
-        if self.stages[0].kind != "train":
-            raise ValueError("the first stage must be a train stage")
-        for s in self.stages:
-            extra = [k for k in (*_TRAIN_ONLY, "config") if s.kind == "lm-eval" and getattr(s, k)]
-            if extra:
-                raise ValueError(
-                    f"stage {s.label}: {', '.join(extra)}: an lm-eval stage takes none (it "
-                    "evaluates the preceding train stage's checkpoint with that stage's model)"
-                )
-            if self.devices == "cpu" and s.gpus:
-                raise ValueError(f"stage {s.label}: a cpu profile cannot use gpus")
-            if self.devices == "cuda" and s.gpus < 1:
-                raise ValueError(f"stage {s.label}: a cuda profile needs gpus >= 1")
-        return self
-
-    @property
-    def train_stage(self) -> StageSpec:
-        return self.stages[0]
-
-
-class TaskSpec(_Strict):
-    name: Annotated[str, Field(pattern=_NAME)]
-    title: str
-    description: str
-    workspace: Annotated[list[WorkspaceFileSpec], Field(min_length=1)]
-    budget: Budget = Budget()
-    preflight: PreflightSpec = PreflightSpec()
-    seeds: Annotated[list[int], Field(min_length=1)]
-    hidden_metrics: list[str] = []
-    primary_metric: PrimaryMetric
-    baselines: dict[Annotated[str, Field(pattern=_IDENT)], str]
-    default_profile: str
-    profiles: Annotated[
-        dict[Annotated[str, Field(pattern=_NAME)], ProfileSpec], Field(min_length=1)
-    ]
-
-    @field_validator("description")
-    @classmethod
-    def _description(cls, value: str) -> str:
-        return _task_relative(value)
-
-    @field_validator("baselines")
-    @classmethod
-    def _baselines(cls, value: dict[str, str]) -> dict[str, str]:
-        if "cross_entropy" not in value:
-            raise ValueError("must include cross_entropy (the unmodified template)")
-        return {k: _task_relative(v) for k, v in value.items()}
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> TaskSpec:
-        if self.default_profile not in self.profiles:
-            raise ValueError(
-                f"default_profile {self.default_profile!r} is not one of the profiles "
-                f"({', '.join(self.profiles)})"
-            )
-        paths = [f.path for f in self.workspace]
-        if len(set(paths)) != len(paths):
-            raise ValueError("workspace file paths must be unique")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds must be unique")
-        return self
-
 
 # ── loading ──────────────────────────────────────────────────────────────────
 
@@ -302,7 +92,9 @@ def load_task(tasks_dir: Path, name: str) -> Task:
         raise TaskSpecError(f"{where}: name: {spec.name!r} must match the directory name {name!r}")
     _check_task_files(spec, directory, where)
     description = (directory / spec.description).read_text(encoding="utf-8")
-    return Task(spec, directory, description)
+    task = Task(spec, directory, description)
+    task.regions()  # the markers are checked now, not when a session starts
+    return task
 
 
 def _check_task_files(spec: TaskSpec, directory: Path, where: str) -> None:
@@ -332,6 +124,20 @@ def _read_source(directory: Path, source: str) -> str:
         ) from None
 
 
+def file_regions(
+    spec: TaskSpec, directory: Path, files: Mapping[str, str]
+) -> dict[str, list[Region]]:
+    """The regions of every workspace file, found from its markers (file order)."""
+    found: dict[str, list[Region]] = {}
+    for i, f in enumerate(spec.workspace):
+        try:
+            found[f.path] = named_regions(f.path, files[f.path], list(f.editable))
+        except MarkerError as error:
+            where = display_path(directory / TASK_FILE)
+            raise TaskSpecError(f"{where}: workspace.{i}.editable: {error}") from None
+    return found
+
+
 # ── the loaded task ──────────────────────────────────────────────────────────
 
 
@@ -342,6 +148,7 @@ class Task:
         self.spec = spec
         self.dir = directory
         self.description_text = description_text
+        self._regions: dict[str, list[Region]] | None = None
 
     @property
     def name(self) -> str:
@@ -359,20 +166,15 @@ class Task:
         return {f.path: _read_source(self.dir, f.source) for f in self.spec.workspace}
 
     def regions(self) -> dict[str, list[Region]]:
-        return {f.path: [r.to_region() for r in f.editable] for f in self.spec.workspace}
+        """Each workspace file's editable regions, from the marker lines in its text."""
+        if self._regions is None:
+            self._regions = file_regions(self.spec, self.dir, self.workspace_files())
+        return {path: list(regions) for path, regions in self._regions.items()}
 
     def new_workspace(self, **limits: Any) -> Workspace:
-        """A fresh workspace; regions are checked against the files' real lengths."""
+        """A fresh workspace: the files' text and the regions marked in that text."""
         files = self.workspace_files()
-        for i, f in enumerate(self.spec.workspace):
-            n_lines = len(split_file(files[f.path]))
-            for j, r in enumerate(f.editable):
-                if r.end > n_lines:
-                    raise TaskSpecError(
-                        f"{display_path(self.dir / TASK_FILE)}: workspace.{i}.editable.{j}: region "
-                        f"{r.name} ends at line {r.end} but {f.path} has {n_lines} lines"
-                    )
-        return Workspace(files, self.regions(), **limits)
+        return Workspace(files, file_regions(self.spec, self.dir, files), **limits)
 
     def primary_metric_key(self, profile: str | None = None) -> str:
         """`<primary metric>_<label of the first train stage>`, e.g. `val_loss_gpt-tiny`."""
@@ -417,16 +219,15 @@ def _devices_text(profile: ProfileSpec) -> str:
     return f"{stage.gpus} GPU{'s' if stage.gpus > 1 else ''}{ddp}"
 
 
-def _region_values(spec: TaskSpec) -> dict[str, str]:
-    editable = [f for f in spec.workspace if f.editable]
-    spans = [f"lines {r.start}{DASH}{r.end} (`{r.name}`)" for f in editable for r in f.editable]
+def _region_values(task: Task) -> dict[str, str]:
+    regions = task.regions()
+    editable = [f.path for f in task.spec.workspace if regions[f.path]]
+    spans = [f"lines {r.span} (`{r.name}`)" for path in editable for r in regions[path]]
     values = {
-        "file": editable[0].path if editable else spec.workspace[0].path,
+        "file": editable[0] if editable else task.spec.workspace[0].path,
         "regions": " and ".join([", ".join(spans[:-1]), spans[-1]] if len(spans) > 1 else spans),
     }
-    for f in editable:
-        for r in f.editable:
-            values[f"region_{r.name}"] = f"{r.start}{DASH}{r.end}"
+    values.update({f"region_{r.name}": r.span for path in editable for r in regions[path]})
     return values
 
 
@@ -460,5 +261,5 @@ def _description_values(task: Task, profile_name: str | None) -> dict[str, str]:
         ),
     }
     values.update({k: str(v) for k, v in model.items()})
-    values.update(_region_values(spec))
+    values.update(_region_values(task))
     return values

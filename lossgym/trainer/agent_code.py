@@ -9,7 +9,7 @@ regions here instead:
   listed builtins and the `loss_*` state. So it can neither read a name of the
   training script (its optimizer, model, data, config) nor shadow one: a
   region's `def min` or `def sorted` is the region's own.
-- The script calls `AgentLoss`, not the agent's function. It hands the agent
+- The script's training loop calls `AgentLoss`, not the agent's function. It hands the agent
   the logits detached (a leaf with no autograd path to the parameters; it
   shares their storage, so writing into it is refused) and a copy of the
   targets, and bridges the gradient back: in the
@@ -61,12 +61,15 @@ class RegionSource:
 
 def regions_in(script: str, spans: list[dict[str, Any]]) -> list[RegionSource]:
     """The regions of `script` at `spans` ([{name, start, end}], 1-based, inclusive)."""
-    lines = script.split("\n")  # as the workspace numbers them
+    lines = script.split("\n")  # as the workspace numbers them: a final newline ends a line
+    n_lines = len(lines) - 1 if lines[-1] == "" else len(lines)
     found = []
     for span in spans:
         start, end = int(span["start"]), int(span["end"])
-        if not 1 <= start <= end <= len(lines):
-            raise ValueError(f"region {span['name']} ({start}-{end}) is outside the file")
+        if not 1 <= start <= end <= n_lines:
+            raise ValueError(
+                f"region {span['name']} ({start}-{end}) is outside the file's {n_lines} lines"
+            )
         text = "".join(line + "\n" for line in lines[start - 1 : end])
         found.append(RegionSource(str(span["name"]), start, end, text))
     return found

@@ -2,15 +2,15 @@
 
     torchrun ... --no-python python -I -u -m lossgym.trainer.launch \\
         --script nanoGPT/custom_pretrain.py \\
-        --regions '[{"name": "compute_loss", "start": 215, "end": 218}, ...]'
+        --regions '[{"name": "compute_loss", "start": 228, "end": 230}, ...]'
 
 The worker passes the regions' spans from the session's stored state (trusted),
 not from the file. The script runs as `__main__` from its read-only lines only:
 every region line is blank, the hook's first line becomes a call to the hook,
-and `compute_loss` is the trusted `AgentLoss` (`agent_code.py`), so line
-numbers in tracebacks are the file's own. `python -I` keeps the workspace
-directory off `sys.path`: a file the agent created there cannot stand in for a
-module the script imports.
+and `compute_loss` is the trusted `AgentLoss` (`agent_code.py`), which the
+training loop calls on the model's logits, so line numbers in tracebacks are
+the file's own. `python -I` keeps the workspace directory off `sys.path`: a
+file the agent created there cannot stand in for a module the script imports.
 """
 
 from __future__ import annotations
@@ -20,20 +20,19 @@ import json
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 from lossgym.trainer.agent_code import HOOK_CALL, blank_regions, load_regions, regions_in
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--script", required=True, help="the workspace's training script")
-    parser.add_argument("--regions", required=True, help="JSON list of {name, start, end}")
-    args = parser.parse_args(argv)
-    path = str(Path(args.script).resolve())
+def run_script(script_path: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run the script at `script_path` as `__main__`, its regions `spans` loaded apart;
+    returns the script's globals once it is done (`batch_dump.py` replays from them)."""
+    path = str(Path(script_path).resolve())
     script = Path(path).read_text(encoding="utf-8")
-    regions = regions_in(script, json.loads(args.regions))
-    loss, hook, _ = load_regions(args.script, script, regions)
-    code = compile(blank_regions(script, regions), args.script, "exec", dont_inherit=True)
+    regions = regions_in(script, spans)
+    loss, hook, _ = load_regions(script_path, script, regions)
+    code = compile(blank_regions(script, regions), script_path, "exec", dont_inherit=True)
     main_module = types.ModuleType("__main__")
     main_module.__dict__.update(__file__=path, __builtins__=__builtins__)
     main_module.__dict__[HOOK_CALL] = hook
@@ -42,6 +41,15 @@ def main(argv: list[str] | None = None) -> None:
     sys.modules["__main__"] = main_module
     sys.argv = [path]
     exec(code, main_module.__dict__)  # noqa: S102 - the task's own read-only lines
+    return main_module.__dict__
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--script", required=True, help="the workspace's training script")
+    parser.add_argument("--regions", required=True, help="JSON list of {name, start, end}")
+    args = parser.parse_args(argv)
+    run_script(args.script, json.loads(args.regions))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from lossgym.baseline_runs import spans_in
 from lossgym.config import Settings
 from lossgym.store import queries
 from lossgym.store.db import Database
@@ -70,8 +69,7 @@ def test_walkthrough(server_with_worker: str, new_session, settings) -> None:
     headers = session["headers"]
     first, second = _example("edit_polyloss.json"), _example("edit_softcap.json")
     a, b = first["start_line"], first["end_line"]
-    listing_head = session["workspace"][FILE].splitlines()[0]
-    (_, _), (c, d) = spans_in(listing_head)
+    (_, _), (c, d) = [(r["start"], r["end"]) for r in session["regions"][FILE]]
     grown = 26 - (b - a + 1)
 
     edit = _post(base, "/edit", headers, first)

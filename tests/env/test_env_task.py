@@ -14,6 +14,7 @@ import yaml
 from envtest_helpers import SCRIPT, TASK, TASKS_DIR, needs_template
 
 from lossgym.env.limits import parse_size
+from lossgym.env.regions import Region
 from lossgym.env.task import Task, list_tasks, load_task
 from lossgym.errors import AgentError, TaskSpecError
 
@@ -54,6 +55,7 @@ def test_description_renders(task: Task) -> None:
         assert f"lines {r.start}–{r.end} (`{r.name}`)" in text
     assert "compute_loss(logits, targets)" in text and "loss_progress" in text
     assert "before the forward pass" in text and "no handle on the optimizer" in text
+    assert "loss = compute_loss(logits, y)" in text and "BEGIN EDITABLE REGION" in text
     assert "plain cross-entropy" in text and "lower is better" in text
     assert "You have 3 tests" in text and "submit(n=N)" in text
     with pytest.raises(AgentError, match="Unknown profile 'huge'"):
@@ -109,13 +111,26 @@ BROKEN: dict[str, tuple[Callable[[dict], Any], str]] = {
         lambda d: _stage(d)["model"].update(n_head=3),
         "profiles.tiny-cpu.stages.0.model: n_embd (128) must be divisible by n_head (3)",
     ),
-    "overlap": (
-        lambda d: d["workspace"][0]["editable"].append({"name": "x", "start": 1, "end": 400}),
-        "workspace.0: editable regions",
+    "repeated_region": (
+        lambda d: d["workspace"][0]["editable"].append("compute_loss"),
+        "workspace.0.editable: editable region names must be unique (compute_loss repeats)",
     ),
-    "inverted_region": (
-        lambda d: d["workspace"][0]["editable"][0].update(start=300, end=200),
-        "workspace.0.editable.0: start (300) must be <= end (200)",
+    "region_without_markers": (
+        lambda d: d["workspace"][0]["editable"].append("schedule"),
+        f"workspace.0.editable: {SCRIPT}: no markers for region schedule; mark it with "
+        "'# ── BEGIN EDITABLE REGION schedule ──' and '# ── END EDITABLE REGION schedule ──'",
+    ),
+    "marked_but_not_listed": (
+        lambda d: d["workspace"][0]["editable"].remove("loss_state_hook"),
+        f"{SCRIPT}: region loss_state_hook is marked in the file but not listed under editable",
+    ),
+    "line_numbers_given": (  # the old shape of task.yaml
+        lambda d: d["workspace"][0].update(editable=[{"name": "x", "start": 1, "end": 400}]),
+        "workspace.0.editable: list the regions by name only, e.g. [compute_loss]",
+    ),
+    "bad_region_name": (
+        lambda d: d["workspace"][0].update(editable=["compute-loss"]),
+        "workspace.0.editable.0: String should match pattern",
     ),
     "default_profile": (lambda d: d.update(default_profile="big"), "default_profile 'big'"),
     "first_stage": (lambda d: _stage(d).update(kind="lm-eval"), "first stage must be a train"),
@@ -167,11 +182,7 @@ TOY = {
     "title": "Toy",
     "description": "description.md",
     "workspace": [
-        {
-            "path": "src/main.txt",
-            "source": "files/main.txt",
-            "editable": [{"name": "body", "start": 2, "end": 3}],
-        },
+        {"path": "src/main.txt", "source": "files/main.txt", "editable": ["body"]},
         {"path": "src/notes.txt", "source": "files/notes.txt"},
     ],
     "seeds": [1],
@@ -214,12 +225,16 @@ TOY = {
 }
 
 
-def _write_toy(root: Path, spec: dict) -> None:
+# Lines 2-3 are the editable region `body`, between its two marker lines.
+TOY_MAIN = "a\n# ── BEGIN EDITABLE REGION body ──\nb\nc\n# ── END EDITABLE REGION body ──\nd\n"
+
+
+def _write_toy(root: Path, spec: dict, main: str = TOY_MAIN) -> None:
     (root / "toy" / "files").mkdir(parents=True)
     (root / "toy" / "baselines").mkdir()
     (root / "toy" / "task.yaml").write_text(yaml.safe_dump(spec))
     (root / "toy" / "description.md").write_text("{title}: edit {regions} of {file} on {devices}.")
-    (root / "toy" / "files" / "main.txt").write_text("a\nb\nc\nd\n")
+    (root / "toy" / "files" / "main.txt").write_text(main)
     (root / "toy" / "files" / "notes.txt").write_text("n\n")
     (root / "toy" / "baselines" / "ce.yaml").write_text("[]\n")
 
@@ -229,19 +244,85 @@ def test_second_task_by_directory(tmp_path: Path) -> None:
     shutil.copytree(TASKS_DIR / TASK, tmp_path / TASK)
     assert list_tasks(tmp_path) == sorted([TASK, "toy"])
     toy = load_task(tmp_path, "toy")
-    assert toy.render_description() == "Toy: edit lines 2–3 (`body`) of src/main.txt on 1 GPU."
+    assert toy.render_description() == "Toy: edit lines 3–4 (`body`) of src/main.txt on 1 GPU."
     assert toy.primary_metric_key() == "val_loss_small"
     ws = toy.new_workspace()
     assert ws.regions_of("src/notes.txt") == []
-    assert ws.replace("src/main.txt", 2, 3, "B").startswith("OK: Replaced lines 2..3")
+    assert ws.replace("src/main.txt", 3, 4, "B").startswith("OK: Replaced lines 3..4")
+    with pytest.raises(AgentError, match="outside the editable ranges"):  # a marker line
+        ws.replace("src/main.txt", 2, 3, "B")
 
 
-def test_regions_checked_against_file(tmp_path: Path) -> None:
-    spec = yaml.safe_load(yaml.safe_dump(TOY))
-    spec["workspace"][0]["editable"][0]["end"] = 9
-    _write_toy(tmp_path, spec)
-    with pytest.raises(TaskSpecError, match=r"workspace.0.editable.0: region body ends at line 9"):
-        load_task(tmp_path, "toy").new_workspace()
+BEGIN, END = "# ── BEGIN EDITABLE REGION body ──", "# ── END EDITABLE REGION body ──"
+BAD_MARKERS: dict[str, tuple[str, str]] = {
+    # The old bug: a region running past the end of the file. Its END marker is missing.
+    "past_the_end": (f"a\n{BEGIN}\nb\nc\n", f"line 2: region body is never closed; add '{END}'"),
+    "missing": ("a\nb\n", "src/main.txt: no markers for region body; mark it with"),
+    "empty": (f"a\n{BEGIN}\n{END}\nb\n", "lines 2-3: region body is empty"),
+    "duplicated": (
+        f"{BEGIN}\nb\n{END}\n{BEGIN}\nc\n{END}\n",
+        "line 4: region body is marked twice (it already begins at line 1)",
+    ),
+    "end_first": (f"{END}\nb\n{BEGIN}\nc\n", f"line 1: '{END}' has no matching '{BEGIN}'"),
+    "overlap": (
+        f"{BEGIN}\n# ── BEGIN EDITABLE REGION other ──\nb\n{END}\n",
+        "line 2: region other begins inside region body (begun at line 1)",
+    ),
+    "crossed": (
+        f"{BEGIN}\nb\n# ── END EDITABLE REGION other ──\n",
+        "line 3: '# ── END EDITABLE REGION other ──' has no matching "
+        "'# ── BEGIN EDITABLE REGION other ──' before it (region body is open)",
+    ),
+    "malformed": (
+        f"{BEGIN}\nb\n# END EDITABLE REGION: body\n",
+        "line 3: malformed region marker '# END EDITABLE REGION: body'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MARKERS))
+def test_bad_markers_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    main, expected = BAD_MARKERS[case]
+    _write_toy(tmp_path, TOY, main)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TaskSpecError) as info:
+        load_task(Path("."), "toy")
+    message = str(info.value)
+    assert message.startswith("toy/task.yaml: workspace.0.editable: src/main.txt"), message
+    assert expected in message, message
+
+
+def test_indented_and_padded_markers(tmp_path: Path) -> None:
+    main = "def f():\n    # ── BEGIN EDITABLE REGION body ──\n    x = 1\n    " + END + "─────\n"
+    _write_toy(tmp_path, TOY, main)
+    assert load_task(tmp_path, "toy").regions()["src/main.txt"] == [Region("body", 3, 3)]
+
+
+def test_validate_command_reports_bad_markers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lossgym tasks validate` loads the task (markers included) and applies its baselines."""
+    from typer.testing import CliRunner
+
+    from lossgym.cli import app
+
+    _write_toy(tmp_path, TOY, f"a\n{BEGIN}\nb\n")
+    monkeypatch.setenv("LOSSGYM_TASKS_DIR", str(tmp_path))
+    bad = CliRunner().invoke(app, ["tasks", "validate", "toy"])
+    assert bad.exit_code == 1
+    assert "workspace.0.editable: src/main.txt line 2: region body is never closed" in bad.output
+    (tmp_path / "toy" / "files" / "main.txt").write_text(TOY_MAIN)
+    (tmp_path / "toy" / "baselines" / "ce.yaml").write_text(
+        "- {op: replace, filename: src/main.txt, start_line: 1, end_line: 1, content: x}\n"
+    )
+    bad = CliRunner().invoke(app, ["tasks", "validate", "toy"])
+    assert bad.exit_code == 1 and "baselines.cross_entropy: ERROR:" in bad.output, bad.output
+    monkeypatch.setenv("LOSSGYM_TASKS_DIR", str(TASKS_DIR))
+    good = CliRunner().invoke(app, ["tasks", "validate", TASK])
+    assert good.exit_code == 0 and good.output.endswith(f"\n{TASK}: OK\n"), good.output
+    assert f"{SCRIPT}: compute_loss lines " in good.output
 
 
 def test_unknown_placeholder(tmp_path: Path) -> None:
@@ -265,12 +346,11 @@ def test_regions_match_template_markers(task: Task) -> None:
         for n in ast.parse(text).body
         if isinstance(n, ast.FunctionDef) and n.name == "compute_loss"
     )
-    assert func.lineno == loss.start and func.end_lineno is not None
-    assert func.end_lineno <= loss.end, "compute_loss's body must lie inside its region"
-    assert lines[loss.start - 2].startswith("# ── Loss Computation")
-    assert lines[loss.start - 1] == "def compute_loss(logits, targets):"
-    assert "loss-state hook" in lines[hook.start - 2]
-    assert "end of loss-state hook" in lines[hook.end]
+    assert (func.lineno, func.end_lineno) == (loss.start, loss.end)
+    for region in (loss, hook):
+        assert lines[region.start - 2].strip() == f"# ── BEGIN EDITABLE REGION {region.name} ──"
+        assert lines[region.end].strip() == f"# ── END EDITABLE REGION {region.name} ──"
+    assert hook.end - hook.start + 1 == 3, "the loss-state hook is a 3-line region"
     task.new_workspace()  # regions lie inside the file
 
 

@@ -194,6 +194,15 @@ def _span(name: str, start: int, end: int) -> dict:
     return {"name": name, "start": start, "end": end}
 
 
+@pytest.mark.parametrize("end", [4, 9])
+def test_a_region_past_the_end_of_the_file_is_refused(end: int) -> None:
+    """Lines are counted as the workspace counts them: the final newline adds none."""
+    script = "def compute_loss(logits, targets):\n    return logits.sum()\n\n"
+    assert [r.end for r in regions_in(script, [_span("compute_loss", 1, 3)])] == [3]
+    with pytest.raises(ValueError, match=f"compute_loss \\(1-{end}\\) is outside the file's 3"):
+        regions_in(script, [_span("compute_loss", 1, end)])
+
+
 @pytest.mark.parametrize(
     ("module", "names"),
     [(torch, allowlist.TORCH), (F, allowlist.FUNCTIONAL), (math, allowlist.MATH)],

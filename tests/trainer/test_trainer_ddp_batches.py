@@ -1,8 +1,9 @@
 """DDP ranks draw disjoint training windows, in an order fixed by the seed.
 
-Runs the real template under torchrun (2 gloo processes) with its debug knob
-``dump_batches_to``, which makes each rank list the (shard, offset) windows that
-its ``get_train_batch`` drew over the run.
+Runs the real template under torchrun (2 gloo processes) through
+``lossgym.trainer.batch_dump``, which makes each rank list the (shard, offset)
+windows that the template's ``get_train_batch`` drew over the run (a trusted
+helper: the agent's file has no debug knob for it).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ def _run(tmp: Path, data_dir: Path, seed: int) -> list[dict]:
     dump = tmp / "batches"
     cfg = {
         **TINY_TRAIN, "max_iters": ITERS, "eval_interval": ITERS, "seed": seed,
-        "data_dir": str(data_dir), "out_dir": str(tmp / "out"), "dump_batches_to": str(dump),
+        "data_dir": str(data_dir), "out_dir": str(tmp / "out"),
     }  # fmt: skip
     (tmp / "config.json").write_text(json.dumps(cfg))
-    proc = run_training(ws, tmp / "config.json", nproc=2)
+    module = ["lossgym.trainer.batch_dump", "--out", str(dump)]
+    proc = run_training(ws, tmp / "config.json", nproc=2, module=module)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads(Path(f"{dump}.rank{r}.json").read_text()) for r in range(2)]
 

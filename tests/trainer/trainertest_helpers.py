@@ -59,16 +59,22 @@ TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def run_training(
-    ws: Path, config_path: Path, nproc: int | None, timeout: float = 120
+    ws: Path,
+    config_path: Path,
+    nproc: int | None,
+    timeout: float = 120,
+    module: list[str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run the workspace script like the worker does (torchrun) or, with nproc None,
-    as a plain single process."""
+    as a plain single process; `module` ([name, *args]) runs the script through
+    that module (`python -m name *args script`)."""
     script = "nanoGPT/custom_pretrain.py"
+    target = ["-m", *module, script] if module else [script]
     if nproc is None:
-        cmd = [sys.executable, script]
+        cmd = [sys.executable, *target]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        cmd += [f"--nproc_per_node={nproc}", script]
+        cmd += [f"--nproc_per_node={nproc}", *target]
     env = subprocess_env(LOSSGYM_CONFIG=str(config_path))
     for _ in range(2):
         proc = subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=timeout)

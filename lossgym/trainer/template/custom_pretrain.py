@@ -3,10 +3,18 @@
 Run:  torchrun --standalone --nproc_per_node=N nanoGPT/custom_pretrain.py
       (plain `python nanoGPT/custom_pretrain.py` runs on one process)
 
-Settings are the module-level globals below; a JSON file named by the environment
-variable LOSSGYM_CONFIG overrides them. Data: llm.c token shards (train_*.bin,
-monitor_*.bin) in data_dir. Output: out_dir/model.safetensors. A separate, trusted
-evaluator computes the official validation loss from it afterwards, with plain cross-entropy.
+Top to bottom, as nanoGPT's train.py: configuration, the model, the loss,
+devices, data, then the training loop, which calls compute_loss(logits, targets)
+on the model's output for every micro-batch. Settings are the module-level
+globals below; a JSON file named by the environment variable LOSSGYM_CONFIG
+overrides them. Data: llm.c token shards (train_*.bin, monitor_*.bin) in
+data_dir. Output: out_dir/model.safetensors. A separate, trusted evaluator
+computes the official validation loss from it afterwards, with plain
+cross-entropy.
+
+Only the lines between a "BEGIN EDITABLE REGION <name>" comment line and its
+"END EDITABLE REGION <name>" line can be edited; the marker lines themselves
+and every other line are read-only.
 """
 
 import glob
@@ -22,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from safetensors.torch import save_file
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -57,7 +66,6 @@ grad_clip = 1.0  # clip the global gradient norm to this; 0 disables
 device = "auto"  # "auto" (cuda when available), "cuda" or "cpu"
 dtype = "bfloat16"  # autocast dtype on CUDA ("bfloat16" or "float32"); CPU always runs fp32
 compile = False  # torch.compile the model: faster on GPU after a slow first step
-dump_batches_to = ""  # debug: "PATH" makes each rank list the windows it drew in PATH.rankN.json
 
 # ── Config overrides (JSON file named by $LOSSGYM_CONFIG) ──────────────────────
 # Only the globals above may be set, with their own type, so that a typo in a
@@ -185,15 +193,15 @@ class GPT(nn.Module):
         """Parameters excluding position embeddings (counted as in GPT-2 papers)."""
         return sum(p.numel() for p in self.parameters()) - self.transformer.wpe.weight.numel()
 
-    def forward(self, idx, targets=None):
-        """Returns (logits (B, T, V), loss); loss is None unless targets are given."""
+    def forward(self, idx):
+        """Logits (B, T, V) for token indices idx (B, T). The training loop turns
+        them into the training loss with compute_loss; evaluation uses plain
+        cross-entropy on them."""
         pos = torch.arange(idx.size(1), dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
-        loss = compute_loss(logits, targets) if targets is not None else None
-        return logits, loss
+        return self.lm_head(self.transformer.ln_f(x))
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         # Decay matrices (weights of Linear, embeddings); not biases or norm gains.
@@ -207,79 +215,23 @@ class GPT(nn.Module):
                                  fused=(device_type == "cuda"))
 
 
+# ── Loss ───────────────────────────────────────────────────────────────────────
 # Loss state: module-level names that compute_loss may read. The loss-state
 # hook in the training loop sets them once per iteration.
 loss_progress = 0.0  # fraction of training done, set by the loss-state hook
 
-# ── Loss Computation ───────────────────────────────────────────────────────────
+
+# compute_loss is the training objective: the training loop calls it on the
+# model's logits for every micro-batch and follows its gradient. The run is
+# judged by plain cross-entropy on held-out data, whatever this returns.
+# ── BEGIN EDITABLE REGION compute_loss ──
 def compute_loss(logits, targets):
     """Standard cross-entropy. logits: (B, T, V); targets: (B, T), -1 = ignore."""
     return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-
-# ── Data ───────────────────────────────────────────────────────────────────────
-def load_shard(path):
-    """Memory-map an llm.c shard: 256 int32 header (magic, version, n_tokens), uint16 tokens."""
-    header = np.fromfile(path, dtype=np.int32, count=256)
-    if len(header) < 256 or header[0] != 20240520 or header[1] != 1:
-        sys.exit(f"data error: {path} is not an llm.c token shard (bad header)")
-    n_tokens = int(header[2])
-    if os.path.getsize(path) != 256 * 4 + 2 * n_tokens:
-        sys.exit(f"data error: {path} is truncated (header says {n_tokens} tokens)")
-    return np.memmap(path, dtype=np.uint16, mode="r", offset=256 * 4, shape=(n_tokens,))
+# ── END EDITABLE REGION compute_loss ──
 
 
-def load_split(split):
-    paths = sorted(glob.glob(os.path.join(data_dir, f"{split}_*.bin")))
-    if not paths:
-        sys.exit(f"data error: no {split}_*.bin shards in {data_dir}")
-    return [load_shard(p) for p in paths]
-
-
-def make_batch(shards, starts):
-    """Stack windows of block_size + 1 tokens into inputs x and next-token targets y."""
-    rows = np.stack([shards[s][i:i + block_size + 1] for s, i in starts]).astype(np.int64)
-    x, y = (torch.from_numpy(np.ascontiguousarray(r)) for r in (rows[:, :-1], rows[:, 1:]))
-    if device_type == "cuda":  # pinned memory makes the copy asynchronous
-        x, y = x.pin_memory(), y.pin_memory()
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
-def get_train_batch():
-    """A random training batch. Every rank draws the same global sample from a
-    generator seeded with `seed`, then keeps its own strided share, so ranks
-    never see the same windows in a step and a run is repeatable."""
-    n = data_rng.integers(0, train_windows, size=batch_size * world_size)[rank::world_size]
-    shard = np.searchsorted(train_offsets, n, side="right") - 1
-    return make_batch(train_shards, list(zip(shard, n - train_offsets[shard])))
-
-
-@torch.no_grad()
-def monitor_loss():
-    """Mean plain cross-entropy on eval_iters fixed monitor batches (split across ranks).
-    Deliberately not compute_loss: this number must not depend on the loss being studied."""
-    raw_model.eval()
-    total = torch.zeros(2, device=device, dtype=torch.float64)
-    for b in range(rank, eval_iters, world_size):
-        x, y = make_batch(monitor_shards, monitor_starts[b])
-        with autocast:
-            logits, _ = raw_model(x)
-        total[0] += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
-                                    reduction="sum")
-        total[1] += y.numel()
-    if ddp:
-        dist.all_reduce(total)
-    raw_model.train()
-    return (total[0] / total[1]).item()
-
-
-def get_lr(it):
-    """Linear warmup, then cosine decay reaching min_lr exactly at the last iteration."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / warmup_iters
-    ratio = min(1.0, (it - warmup_iters) / max(1, max_iters - 1 - warmup_iters))
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
-
-# ── Distributed setup ──────────────────────────────────────────────────────────
+# ── Devices and processes ──────────────────────────────────────────────────────
 ddp = int(os.environ.get("RANK", -1)) != -1  # set by torchrun
 if device == "auto":
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -310,20 +262,62 @@ if master:
     print(f"config: {json.dumps(config)}")
     print(f"world size {world_size}, device {device}, tokens per iteration {tokens_per_iter:,}")
 
-# ── Data and model setup ───────────────────────────────────────────────────────
+# ── Data ───────────────────────────────────────────────────────────────────────
 # Only the train and monitor splits are read here; the validation split is
 # reserved for the trusted evaluator.
+def load_shard(path):
+    """Memory-map an llm.c shard: 256 int32 header (magic, version, n_tokens), uint16 tokens."""
+    header = np.fromfile(path, dtype=np.int32, count=256)
+    if len(header) < 256 or header[0] != 20240520 or header[1] != 1:
+        sys.exit(f"data error: {path} is not an llm.c token shard (bad header)")
+    n_tokens = int(header[2])
+    if os.path.getsize(path) != 256 * 4 + 2 * n_tokens:
+        sys.exit(f"data error: {path} is truncated (header says {n_tokens} tokens)")
+    return np.memmap(path, dtype=np.uint16, mode="r", offset=256 * 4, shape=(n_tokens,))
+
+
+def load_split(split):
+    paths = sorted(glob.glob(os.path.join(data_dir, f"{split}_*.bin")))
+    if not paths:
+        sys.exit(f"data error: no {split}_*.bin shards in {data_dir}")
+    return [load_shard(p) for p in paths]
+
+
 train_shards, monitor_shards = load_split("train"), load_split("monitor")
+# A training window is block_size + 1 consecutive tokens of one shard; windows
+# are numbered across shards, shard s holding numbers train_offsets[s] onwards.
 _sizes = np.array([max(0, len(s) - block_size) for s in train_shards])  # valid starts
 train_offsets = np.concatenate([[0], np.cumsum(_sizes)[:-1]])
 train_windows = int(_sizes.sum())
+# The monitor loss reads the same eval_iters batches every time, so that its
+# numbers are comparable across steps and runs.
 _monitor = [(s, i) for s, m in enumerate(monitor_shards)
             for i in range(0, len(m) - block_size, block_size)]  # non-overlapping windows
 if len(_monitor) < eval_iters * batch_size or train_windows == 0:
     sys.exit(f"data error: too few tokens in {data_dir} for block_size {block_size}")
 monitor_starts = [_monitor[b * batch_size:(b + 1) * batch_size] for b in range(eval_iters)]
-data_rng = np.random.default_rng(seed)
+data_rng = np.random.default_rng(seed)  # the training data order: same seed, same order
 
+
+def make_batch(shards, starts):
+    """Stack windows of block_size + 1 tokens into inputs x and next-token targets y."""
+    rows = np.stack([shards[s][i:i + block_size + 1] for s, i in starts]).astype(np.int64)
+    x, y = (torch.from_numpy(np.ascontiguousarray(r)) for r in (rows[:, :-1], rows[:, 1:]))
+    if device_type == "cuda":  # pinned memory makes the copy asynchronous
+        x, y = x.pin_memory(), y.pin_memory()
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def get_train_batch():
+    """A random training batch. Every rank draws the same global sample from a
+    generator seeded with `seed`, then keeps its own strided share, so ranks
+    never see the same windows in a step and a run is repeatable."""
+    n = data_rng.integers(0, train_windows, size=batch_size * world_size)[rank::world_size]
+    shard = np.searchsorted(train_offsets, n, side="right") - 1
+    return make_batch(train_shards, list(zip(shard, n - train_offsets[shard])))
+
+
+# ── Model and optimizer ────────────────────────────────────────────────────────
 torch.manual_seed(seed)  # identical initial weights on every rank
 model = GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer,
                       n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias)).to(device)
@@ -331,25 +325,54 @@ torch.manual_seed(seed + rank)  # per-rank dropout masks
 raw_model = model  # the plain module: evaluation and the checkpoint use it
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if compile:
-    # compute_loss stays eager: the loss-state names it reads change every
-    # iteration and would otherwise force a recompile at every step.
-    compute_loss = torch.compiler.disable(compute_loss)
+    # Only the model is compiled; compute_loss runs eagerly after it, so the
+    # loss-state names it reads may change every iteration without a recompile.
     model = torch.compile(model)
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 if master:
     print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters")
 
+# ── Monitor loss and learning-rate schedule ────────────────────────────────────
+@torch.no_grad()
+def monitor_loss():
+    """Mean plain cross-entropy on eval_iters fixed monitor batches (split across ranks).
+    Deliberately not compute_loss: this number must not depend on the loss being studied."""
+    raw_model.eval()
+    total = torch.zeros(2, device=device, dtype=torch.float64)
+    for b in range(rank, eval_iters, world_size):
+        x, y = make_batch(monitor_shards, monitor_starts[b])
+        with autocast:
+            logits = raw_model(x)
+        total[0] += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                                    reduction="sum")
+        total[1] += y.numel()
+    if ddp:
+        dist.all_reduce(total)
+    raw_model.train()
+    return (total[0] / total[1]).item()
+
+
+def get_lr(it):
+    """Linear warmup, then cosine decay reaching min_lr exactly at the last iteration."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / warmup_iters
+    ratio = min(1.0, (it - warmup_iters) / max(1, max_iters - 1 - warmup_iters))
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
 # ── Training loop ──────────────────────────────────────────────────────────────
 train_loss_sum, train_loss_count = torch.zeros((), device=device), 0
 t_start = t_log = time.time()
 log_step, eval_seconds = 0, 0.0
 for iter_num in range(max_iters):
-    # ── loss-state hook: may only set module-level names read by compute_loss ──
+    # The loss-state hook: runs once per iteration, before the forward pass, and
+    # may only set module-level loss_* names that compute_loss reads.
+    # ── BEGIN EDITABLE REGION loss_state_hook ──
     loss_progress = iter_num / max_iters
     # Set other module-level names read by compute_loss here, e.g.
     # loss_temperature = 1.0 - 0.5 * loss_progress
-    # ── end of loss-state hook ──
+    # ── END EDITABLE REGION loss_state_hook ──
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -360,7 +383,8 @@ for iter_num in range(max_iters):
         last = micro_step == gradient_accumulation_steps - 1
         with model.no_sync() if ddp and not last else nullcontext():
             with autocast:
-                _, loss = model(x, y)
+                logits = model(x)  # (B, T, V)
+                loss = compute_loss(logits, y)  # the objective: training follows its gradient
             (loss / gradient_accumulation_steps).backward()
         train_loss_sum += loss.detach() / gradient_accumulation_steps
     if grad_clip > 0:
@@ -392,20 +416,11 @@ for iter_num in range(max_iters):
 elapsed = time.time() - t_start
 if master:
     tok_s = tokens_per_iter * max_iters / (elapsed - eval_seconds)  # training only
-    # MFU: achieved FLOP/s over the GPU's peak. 6 FLOPs per parameter per token
-    # (forward + backward) plus the attention term, as in the PaLM paper.
-    L, H, Q, T = n_layer, n_head, n_embd // n_head, block_size
-    flops_per_token = 6 * raw_model.num_params() + 12 * L * H * Q * T
-    name = torch.cuda.get_device_name(device) if device_type == "cuda" else "CPU"
-    peak = next((v for k, v in {"H100": 989e12, "H200": 989e12, "A100": 312e12}.items()
-                 if k in name), None)  # dense bf16 FLOP/s per GPU
-    mfu = (f"MFU {100 * flops_per_token * tok_s / world_size / peak:.1f}%" if peak
-           else f"MFU unknown (no bf16 peak known for {name})")
+    memory = ""
     if device_type == "cuda":
-        mfu += f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
+        memory = f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
     print(f"done: {max_iters} iters in {elapsed:.1f}s ({eval_seconds:.1f}s monitor eval), "
-          f"{tok_s:.0f} tok/s, {mfu}")
-    from safetensors.torch import save_file
+          f"{tok_s:.0f} tok/s{memory}")
     # The checkpoint contract: fp32 state dict without the tied lm_head.weight,
     # written under a temporary name and renamed so it is never seen half-written.
     state = {k: v.detach().to("cpu", torch.float32).contiguous()
@@ -414,20 +429,6 @@ if master:
     save_file(state, ckpt + ".tmp")
     os.replace(ckpt + ".tmp", ckpt)
     print(f"saved {ckpt}")
-
-# ── Debug: the training windows this rank drew (config knob dump_batches_to) ────
-if dump_batches_to:
-    # Replays the run's data order with the real get_train_batch: a fresh generator
-    # with the same seed, and make_batch swapped for one that returns the
-    # (shard, offset) of each window instead of tensors.
-    data_rng = np.random.default_rng(seed)
-
-    def make_batch(shards, starts):
-        return [[int(s), int(i)] for s, i in starts]
-
-    batches = [get_train_batch() for _ in range(max_iters * gradient_accumulation_steps)]
-    with open(f"{dump_batches_to}.rank{rank}.json", "w") as f:
-        json.dump({"rank": rank, "world_size": world_size, "seed": seed, "batches": batches}, f)
 if ddp:
     dist.barrier()
     dist.destroy_process_group()
