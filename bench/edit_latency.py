@@ -8,8 +8,9 @@ database, then:
    test twice a second);
 2. `--sessions` sessions each alternate POST /edit and POST /undo, `--calls`
    calls per session, all at once:
-   - paced: `--think-ms` between a reply and the next call (an agent that
-     reads the reply; LLM agents take seconds, this is far faster);
+   - paced: a pause between a reply and the next call, drawn uniformly from
+     0.5-1.5 x `--think-ms` (an agent reading the reply; LLM agents take
+     seconds, this is far faster), the sessions starting out of step;
    - saturated: no pause at all, which measures throughput more than latency
      (each client waits for every other client's call: latency is about
      sessions x per-call work).
@@ -24,13 +25,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
+import random
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -65,11 +69,24 @@ def _wait_on_test(base: str, headers: dict[str, str], queued: threading.Event) -
             client.post(f"{base}/test")
 
 
-def _edits(base: str, agent: str, calls: int, think_s: float) -> list[float]:
+_BARRIER: Any = None
+
+
+def _init(barrier: Any) -> None:
+    global _BARRIER
+    _BARRIER = barrier
+
+
+def _edits(base: str, agent: str, calls: int, think_s: float) -> tuple[list[float], float, float]:
+    """One agent: alternate /edit and /undo; (latencies, first start, last end) in monotonic s."""
     _, headers, (a, b) = _session(base, agent)
     edit = {"op": "replace", "filename": FILE, "start_line": a, "end_line": b, "content": CONTENT}
     times = []
+    pace = random.Random(agent)  # agents are not in step: each pause is drawn around think_s
     with httpx.Client(headers=headers, timeout=60) as client:
+        _BARRIER.wait()  # every session process is up before the first call
+        began = time.monotonic()
+        time.sleep(pace.uniform(0, think_s))
         for i in range(calls):
             path, payload = ("/edit", edit) if i % 2 == 0 else ("/undo", {"n": 1})
             start = time.perf_counter()
@@ -77,30 +94,31 @@ def _edits(base: str, agent: str, calls: int, think_s: float) -> list[float]:
             times.append(time.perf_counter() - start)
             if reply.status_code != 200:
                 raise RuntimeError(reply.text)
-            time.sleep(think_s)
-    return times
+            time.sleep(pace.uniform(0.5, 1.5) * think_s)
+    return times, began, time.monotonic()
 
 
 def _round(base: str, sessions: int, calls: int, think_s: float, label: str) -> None:
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=sessions) as pool:
+    # One process per session: client threads in one process would share its GIL and
+    # the load generator, not the server, would set the pace on a 2-core machine.
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(sessions)
+    with ProcessPoolExecutor(sessions, context, initializer=_init, initargs=(barrier,)) as pool:
         futures = [
             pool.submit(_edits, base, f"{label}-{i}", calls, think_s) for i in range(sessions)
         ]
         times: list[float] = []
-        errors = 0
+        spans: list[tuple[float, float]] = []
         for future in futures:
-            try:
-                times.extend(future.result())
-            except Exception as error:  # noqa: BLE001 - counted and reported
-                errors += 1
-                print(f"  error: {error}")
-    wall = time.perf_counter() - start
+            result, began, ended = future.result()
+            times.extend(result)
+            spans.append((began, ended))
+    wall = max(e for _, e in spans) - min(b for b, _ in spans)
     q = statistics.quantiles(times, n=100)
     print(
         f"{label}: {sessions} sessions x {calls} calls, think {think_s * 1000:.0f} ms: "
         f"p50 {q[49] * 1000:.1f} ms, p95 {q[94] * 1000:.1f} ms, max {max(times) * 1000:.1f} ms, "
-        f"{len(times) / wall:.0f} calls/s, errors {errors}"
+        f"{len(times) / wall:.0f} calls/s, errors 0"
     )
 
 
