@@ -76,16 +76,15 @@ class LocalRunner:
         isolation: str = "bwrap",
         user: str = "65534:65534",
         hidden: list[Path] | None = None,
-        use_cgroups: bool = True,
     ) -> None:
         if isolation not in ("none", "bwrap"):
             raise ValueError(f"unknown isolation {isolation!r}: use 'bwrap' or 'none'")
         if isolation == "bwrap" and (problem := bwrap_problem()):
             raise RuntimeError(problem)
-        self.isolation, self.user, self.hidden = isolation, parse_user(user), hidden or []
+        self.user, self.hidden = parse_user(user), hidden or []
         self.isolated = isolation == "bwrap"
         self.name = "bwrap" if self.isolated else "local"
-        found = cgroups.detect() if use_cgroups else "cgroups disabled"
+        found = cgroups.detect()
         self.cgroups = found if isinstance(found, cgroups.Cgroups) else None
         self.limits_problem = None if self.cgroups else str(found)
         self._warned: set[Path] = set()
