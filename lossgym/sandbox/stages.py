@@ -34,6 +34,7 @@ TRAIN_LINE = re.compile(
     r"^TRAIN_METRICS: step=(\d+), train_loss=([-+0-9.eEnaif]+), val_loss=([-+0-9.eEnaif]+)$"
 )
 LOG_TAIL_BYTES = 8_000
+TRAIN_LOG = "train.log"  # in each stage's run directory: the training process's output
 LOG_READ_BYTES = 1_000_000
 EVAL_TIME_LIMIT_S = 1800.0
 EVAL_EXIT_BAD_CHECKPOINT = 1  # lossgym.trainer.evaluate: the checkpoint is missing or rejected
@@ -201,7 +202,7 @@ def _prepare_run_dir(job: StageJob) -> dict[str, Path]:
     }
     for name in ("workspace", "train_data", "out", "eval"):
         layout[name].mkdir(parents=True, exist_ok=True)
-    layout["log"] = job.run_dir / "train.log"
+    layout["log"] = job.run_dir / TRAIN_LOG
     for rel, text in job.files.items():
         path = layout["workspace"] / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
 from lossgym.env.task import Task
 from lossgym.sandbox import results
+from lossgym.sandbox.events import attempt_dir
 from lossgym.sandbox.gpus import Holding, configured_gpus, free_gpus, job_allocator, parse_ids
 from lossgym.sandbox.results import ClaimedJob
 from lossgym.sandbox.runner import Limits, Runner, make_runner
@@ -200,7 +201,7 @@ class Worker:
 
     def _attempt_dir(self, claimed: ClaimedJob) -> Path:
         """Each attempt runs in its own directory, so a re-run never meets a dead one's files."""
-        return self._job_dir(claimed) / f"attempt-{claimed.attempt}"
+        return attempt_dir(self.settings.runs_dir, claimed.job_id, claimed.attempt)
 
     def _stage_job(self, claimed: ClaimedJob, task: Task, position: int) -> StageJob:
         stage = task.spec.profiles[claimed.profile].stages[position]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from lossgym.agent_api.deps import Operator, Service, Token, authorize_session
+from lossgym.sandbox.events import Event, TestEvents
 
 router = APIRouter(tags=["sessions"])
 
@@ -36,3 +40,22 @@ def get_session(session_id: str, service: Service, token: Token) -> dict[str, An
 def get_test(session_id: str, n: int, service: Service, token: Token) -> dict[str, Any]:
     authorize_session(service, token, session_id)
     return service.test_info(session_id, n)
+
+
+@router.get("/sessions/{session_id}/tests/{n}/events")
+def test_events(session_id: str, n: int, service: Service, token: Token) -> StreamingResponse:
+    """Server-sent events while the test runs: `state` on every change, `train_metrics`
+    for each TRAIN_METRICS line as it is printed, then `done` with the report text.
+    Disconnecting stops the stream, not the test."""
+    authorize_session(service, token, session_id)
+    events = TestEvents(service.db, service.tasks, service.settings.runs_dir, session_id, n)
+    return StreamingResponse(
+        _server_sent(events),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _server_sent(events: Iterable[Event]) -> Iterator[str]:
+    for name, data in events:
+        yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
