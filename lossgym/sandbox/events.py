@@ -2,16 +2,14 @@
 
 A test's progress is read, never pushed: its state from the database (a read
 snapshot, no lock), its TRAIN_METRICS lines from the running attempt's
-training log, as the worker lays the runs out. Only whole lines that match
+training log, as the worker lays the runs out, one `step()` at a time. Only whole lines that match
 the TRAIN_METRICS format pass: the same rule the final report applies, so the
-stream shows an agent nothing the report would not. Closing the generator (a
-client that goes away) stops the reading and nothing else: the job belongs to
-the worker.
+stream shows an agent nothing the report would not. A client that goes away
+stops the reading and nothing else: the job belongs to the worker.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,25 +56,27 @@ class TestEvents:
                 raise NotFound(f"Session {session_id} has no test #{n}.")
             stages = self.tasks.get(session.task).spec.profiles[session.profile].stages
         self.train_labels = [s.label for s in stages if s.kind == "train"]
+        self._last_status: str | None = None
+        self._offsets: dict[Path, int] = {}
 
-    def __iter__(self) -> Iterator[Event]:
-        return self.stream()
+    def step(self) -> tuple[list[Event], bool]:
+        """What happened since the last step, and whether the stream is over (`done` sent).
 
-    def stream(self, poll_s: float = 0.5) -> Iterator[Event]:
-        """state → train_metrics … → done; a state event whenever the test's state changes."""
-        last_status: str | None = None
-        offsets: dict[Path, int] = {}
-        while True:
-            snap = self._snapshot()
-            if snap.status != last_status:
-                last_status = snap.status
-                yield "state", {"test": self.n, "status": snap.status, "attempt": snap.attempt}
-            if snap.attempt > 0:
-                yield from self._new_lines(snap, offsets)
-            if snap.text is not None:
-                yield "done", {"test": self.n, "status": snap.status, "text": snap.text}
-                return
-            time.sleep(poll_s)
+        A step reads and returns at once; the caller waits between steps, so a
+        stream holds no thread while it waits.
+        """
+        snap = self._snapshot()
+        events: list[Event] = []
+        if snap.status != self._last_status:
+            self._last_status = snap.status
+            events.append(
+                ("state", {"test": self.n, "status": snap.status, "attempt": snap.attempt})
+            )
+        if snap.attempt > 0:
+            events.extend(self._new_lines(snap))
+        if snap.text is not None:
+            events.append(("done", {"test": self.n, "status": snap.status, "text": snap.text}))
+        return events, snap.text is not None
 
     def _snapshot(self) -> _Snapshot:
         with self.db.read() as rx:
@@ -89,18 +89,18 @@ class TestEvents:
                 text = reports.test_text(rx, session, test, self.tasks.get(session.task))
             return _Snapshot(test.status, job.id, job.attempts, text)
 
-    def _new_lines(self, snap: _Snapshot, offsets: dict[Path, int]) -> Iterator[Event]:
+    def _new_lines(self, snap: _Snapshot) -> Iterator[Event]:
         """TRAIN_METRICS lines the training log gained since the last look, whole lines only."""
         for label in self.train_labels:
             log = attempt_dir(self.runs_dir, snap.job_id, snap.attempt) / label / TRAIN_LOG
             try:
                 with log.open("rb") as handle:
-                    handle.seek(offsets.get(log, 0))
+                    handle.seek(self._offsets.get(log, 0))
                     data = handle.read()
             except OSError:
                 continue  # not started yet
             lines, consumed = train_lines(data)
-            offsets[log] = offsets.get(log, 0) + consumed
+            self._offsets[log] = self._offsets.get(log, 0) + consumed
             for line in lines:
                 yield "train_metrics", {"test": self.n, "stage": label, "line": line}
 

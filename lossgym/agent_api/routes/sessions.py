@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from lossgym.agent_api.deps import Operator, Service, Token, authorize_session
-from lossgym.sandbox.events import Event, TestEvents
+from lossgym.sandbox.events import TestEvents
+
+EVENTS_POLL_S = 0.5
 
 router = APIRouter(tags=["sessions"])
 
@@ -56,6 +60,12 @@ def test_events(session_id: str, n: int, service: Service, token: Token) -> Stre
     )
 
 
-def _server_sent(events: Iterable[Event]) -> Iterator[str]:
-    for name, data in events:
-        yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
+async def _server_sent(events: TestEvents) -> AsyncIterator[str]:
+    """Poll the test every half second; a read takes a worker thread only while it reads."""
+    while True:
+        batch, over = await run_in_threadpool(events.step)
+        for name, data in batch:
+            yield f"event: {name}\ndata: {json.dumps(data)}\n\n"
+        if over:
+            return
+        await asyncio.sleep(EVENTS_POLL_S)
