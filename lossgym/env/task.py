@@ -148,6 +148,7 @@ class Task:
         self.spec = spec
         self.dir = directory
         self.description_text = description_text
+        self._files: dict[str, str] | None = None  # read once, like the spec itself
         self._regions: dict[str, list[Region]] | None = None
 
     @property
@@ -163,7 +164,10 @@ class Task:
         return self.spec.profiles[key]
 
     def workspace_files(self) -> dict[str, str]:
-        return {f.path: _read_source(self.dir, f.source) for f in self.spec.workspace}
+        """The starting text of every workspace file (a copy: callers may change it)."""
+        if self._files is None:
+            self._files = {f.path: _read_source(self.dir, f.source) for f in self.spec.workspace}
+        return dict(self._files)
 
     def regions(self) -> dict[str, list[Region]]:
         """Each workspace file's editable regions, from the marker lines in its text."""
@@ -173,8 +177,7 @@ class Task:
 
     def new_workspace(self, **limits: Any) -> Workspace:
         """A fresh workspace: the files' text and the regions marked in that text."""
-        files = self.workspace_files()
-        return Workspace(files, file_regions(self.spec, self.dir, files), **limits)
+        return Workspace(self.workspace_files(), self.regions(), **limits)
 
     def primary_metric_key(self, profile: str | None = None) -> str:
         """`<primary metric>_<label of the first train stage>`, e.g. `val_loss_gpt-tiny`."""
