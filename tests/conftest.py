@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -149,14 +150,31 @@ class _ServerOutput(threading.Thread):
         self.announced.set()
 
 
+@dataclass(frozen=True)
+class LiveServer:
+    base: str  # e.g. http://127.0.0.1:41233
+    pid: int
+    log_path: Path  # the server's stdout and stderr
+
+
 @contextmanager
 def run_server(settings: Settings, worker: bool) -> Iterator[str]:
-    """`lossgym serve --port 0` in a subprocess; yields its base URL.
+    """`lossgym serve --port 0` in a subprocess; yields its base URL."""
+    with start_server(settings, worker) as server:
+        yield server.base
+
+
+@contextmanager
+def start_server(
+    settings: Settings, worker: bool, python_flags: tuple[str, ...] = ()
+) -> Iterator[LiveServer]:
+    """`python [python_flags] -m lossgym.cli serve --port 0` in a subprocess.
 
     The OS hands the server its port: the server listens before it prints the
     "LossGym on URL" line it is read from, so requests queue until it serves them.
     """
     env = dict(os.environ)
+    env.pop("PYTHONPROFILEIMPORTTIME", None)  # only a server asked to (-X importtime) traces
     env.update(
         PYTHONUNBUFFERED="1",
         LOSSGYM_DATABASE=str(settings.database),
@@ -173,7 +191,7 @@ def run_server(settings: Settings, worker: bool) -> Iterator[str]:
         LOSSGYM_DOCKER_HOST_PYTHON=str(settings.docker_host_python).lower(),
     )
     log_path = settings.database.parent / f"server-{next(SERVER_LOGS)}.log"
-    argv = [sys.executable, "-m", "lossgym.cli", "serve", "--port", "0"]
+    argv = [sys.executable, *python_flags, "-m", "lossgym.cli", "serve", "--port", "0"]
     argv.append("--worker" if worker else "--no-worker")
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO
@@ -182,7 +200,7 @@ def run_server(settings: Settings, worker: bool) -> Iterator[str]:
     output = _ServerOutput(proc.stdout, log_path)
     output.start()
     try:
-        yield _wait_healthy(proc, output)
+        yield LiveServer(_wait_healthy(proc, output), proc.pid, log_path)
     finally:
         proc.terminate()
         try:

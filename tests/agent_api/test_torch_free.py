@@ -11,27 +11,21 @@ evaluation are processes of their own (the runner's), which do not inherit
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
 
 from lossgym.config import Settings
-from tests.conftest import REPO, fast_tasks_dir
+from tests.conftest import LiveServer, fast_tasks_dir, start_server
 
 pytestmark = pytest.mark.slow
 FILE = "nanoGPT/custom_pretrain.py"
 TIMEOUT = httpx.Timeout(600.0)
 # "import time:       412 |        981 |     lossgym.agent_api.app"
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$")
-ANNOUNCED = re.compile(r"^LossGym on (http://\S+)")
 LOSS = """def compute_loss(logits, targets):
     flat = logits.view(-1, logits.size(-1))
     return F.cross_entropy(flat, targets.view(-1), ignore_index=-1) * 1.0
@@ -59,64 +53,13 @@ def test_the_import_log_parser_sees_torch() -> None:
     assert torch_modules(imported_modules(log)) == ["torch._C", "torch"]
 
 
-class _Announcement(threading.Thread):
-    """Reads the server's stdout; `base` is the URL of its "LossGym on URL" line."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.lines: list[str] = []
-        self.base: str | None = None
-        self.done = threading.Event()  # announced, or the output ended (the server exited)
-
-    def run(self) -> None:
-        for line in self.stream:
-            self.lines.append(line)
-            if self.base is None and (found := ANNOUNCED.match(line)):
-                self.base = found[1]
-                self.done.set()
-        self.done.set()
-
-
 @pytest.fixture
-def traced_server(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
-    """`python -X importtime -m lossgym.cli serve --port 0 --worker`: (base URL, pid, import log)."""
+def traced_server(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+    """`python -X importtime -m lossgym.cli serve --port 0 --worker`; its log holds the imports."""
     tasks = fast_tasks_dir(tmp_path, config={"max_iters": 10, "eval_interval": 2})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSGYM_")}
-    env.pop("PYTHONPROFILEIMPORTTIME", None)  # only the server traces its imports
-    env.update(
-        PYTHONUNBUFFERED="1",
-        LOSSGYM_DATABASE=str(settings.database),
-        LOSSGYM_RUNS_DIR=str(settings.runs_dir),
-        LOSSGYM_DATA_DIR=str(settings.data_dir),
-        LOSSGYM_TASKS_DIR=str(tasks),
-        LOSSGYM_OPERATOR_KEY=settings.operator_key,
-        LOSSGYM_WORKER_POLL_S="0.2",
-        LOSSGYM_RUNNER=settings.runner,
-        LOSSGYM_ISOLATION=settings.isolation,
-    )
-    log_path = tmp_path / "server-stderr.log"
-    argv = [sys.executable, "-X", "importtime", "-m", "lossgym.cli", "serve", "--port", "0"]
-    with open(log_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [*argv, "--worker"], env=env, stdout=subprocess.PIPE, stderr=stderr, cwd=REPO, text=True
-        )
-    assert proc.stdout is not None
-    reader = _Announcement(proc.stdout)
-    reader.start()
-    try:
-        if not reader.done.wait(timeout=120) or reader.base is None:
-            output = "".join(reader.lines) + log_path.read_text(errors="replace")[-4000:]
-            pytest.fail(f"the server did not say where it listens:\n{output}")
-        yield reader.base, proc.pid, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=10)
+    traced = settings.model_copy(update={"tasks_dir": tasks})
+    with start_server(traced, worker=True, python_flags=("-X", "importtime")) as server:
+        yield server
 
 
 def _post(base: str, path: str, headers: dict, body: dict | None = None) -> str:
@@ -134,8 +77,8 @@ def _mapped_torch_libraries(pid: int) -> list[str]:
     return sorted(p for p in paths if "/torch/" in p or Path(p).name.startswith("libtorch"))
 
 
-def test_serve_with_its_worker_never_imports_torch(traced_server: tuple[str, int, Path]) -> None:
-    base, pid, log_path = traced_server
+def test_serve_with_its_worker_never_imports_torch(traced_server: LiveServer) -> None:
+    base, pid, log_path = traced_server.base, traced_server.pid, traced_server.log_path
     reply = httpx.post(f"{base}/sessions", json={"task": "llm-pretrain-loss", "agent": "no-torch"})
     assert reply.status_code == 201, reply.text
     headers = {"Authorization": f"Bearer {reply.json()['token']}"}
