@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,26 @@ class Lifeline:
     def all_dead(self, timeout_s: float = 60.0) -> bool:
         """Wait until every writer has gone (closing it, or dying); False on the timeout."""
         return self._read_until(lambda: self.ended, timeout_s)
+
+    def cancel_once_started(self, cancel: threading.Event) -> Callable[[], bool]:
+        """From a thread, set `cancel` once the run writes here (or after the timeout).
+
+        Returns a join that says whether the run had started when it was cancelled.
+        """
+        started: list[bool] = []
+
+        def wait_then_cancel() -> None:
+            started.append(self.started())
+            cancel.set()
+
+        thread = threading.Thread(target=wait_then_cancel)
+        thread.start()
+
+        def join() -> bool:
+            thread.join()
+            return started == [True]
+
+        return join
 
     def close(self) -> None:
         os.close(self._fd)  # a writer still alive gets SIGPIPE on its next write

@@ -73,21 +73,14 @@ def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
 def test_cancel_stops_the_run(tmp_path: Path) -> None:
     lifeline = Lifeline(tmp_path)  # the parent writes to it once its child runs
     cancel = threading.Event()
-    started: list[bool] = []
-
-    def cancel_once_started() -> None:
-        started.append(lifeline.started())
-        cancel.set()
-
-    canceller = threading.Thread(target=cancel_once_started)
-    canceller.start()
+    had_started = lifeline.cancel_once_started(cancel)
     code = SPAWN + "open('lifeline', 'w').write('spawned')\n" + "time.sleep(300)\n"
     try:
         result = LocalRunner(isolation="none").run(_spec(tmp_path, code), cancel)
-        canceller.join()
+        started = had_started()
     finally:
         lifeline.close()
-    assert started == [True], "the run never said its child runs"
+    assert started, "the run never said its child runs"
     assert result.cancelled and not result.timed_out
     assert _dies(_child_pid(tmp_path / "run.log"))
 

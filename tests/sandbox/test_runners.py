@@ -101,17 +101,9 @@ def test_time_limit_kills_the_whole_tree(
 
 def test_cancel_stops_the_run(runner: Runner, tmp_path: Path, lifeline: Lifeline) -> None:
     cancel = threading.Event()
-    started: list[bool] = []
-
-    def cancel_once_ticking() -> None:
-        started.append(lifeline.started())
-        cancel.set()
-
-    canceller = threading.Thread(target=cancel_once_ticking)
-    canceller.start()
+    had_started = lifeline.cancel_once_started(cancel)
     result = runner.run(_spec(tmp_path, TICKER), cancel)
-    canceller.join()
-    assert started == [True], "the child should have run"
+    assert had_started(), "the child should have run"
     assert result.cancelled and not result.timed_out and result.exit_code is None
     assert lifeline.all_dead(), "the forked child must die with the run"
 
