@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from lossgym.baselines.client import Api, ApiError
+from lossgym.client import Api, ApiError
 from lossgym.env.baselines import EditOp, load_baseline
 from lossgym.env.task import Task, list_tasks, load_task
 from lossgym.errors import AgentError, TaskSpecError

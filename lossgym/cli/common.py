@@ -15,18 +15,18 @@ if TYPE_CHECKING:
 
 RunnerOption = Annotated[
     str | None,
-    typer.Option(help="How tests run: 'local' or 'docker' [default: LOSSGYM_RUNNER or local]."),
+    typer.Option(help="How tests run: 'local' or 'docker' (default: LOSSGYM_RUNNER or local)."),
 ]
 IsolationOption = Annotated[
     str | None,
     typer.Option(
         help="Local runner: 'auto' or 'bwrap' sandbox agent code in bubblewrap; 'none' runs it "
-        "unisolated (trusted code only) [default: LOSSGYM_ISOLATION or auto]."
+        "unisolated (trusted code only) (default: LOSSGYM_ISOLATION or auto)."
     ),
 ]
 DataDir = Annotated[
     Path | None,
-    typer.Option(help="Where prepared data lives [default: LOSSGYM_DATA_DIR or ./data]."),
+    typer.Option(help="Where prepared data lives (default: LOSSGYM_DATA_DIR or ./data)."),
 ]
 
 

@@ -145,7 +145,7 @@ def export_hf(
     source: Annotated[Path, typer.Argument(help="A run's stage directory or a checkpoint.")],
     out: Annotated[Path, typer.Option(help="Directory to write (config.json, weights).")],
     model_config: Annotated[
-        Path | None, typer.Option(help="model.json [default: the run's eval/model.json].")
+        Path | None, typer.Option(help="model.json (default: the run's eval/model.json).")
     ] = None,
 ) -> None:
     """Write a Hugging Face GPT-2 directory (loads with transformers' GPT2LMHeadModel)."""

@@ -41,9 +41,9 @@ Stop the service with Ctrl-C; the database and runs stay in var/ and runs/.
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: 127.0.0.1).")] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port; 0 lets the OS choose one [default: 8000].")
+        int | None, typer.Option(help="Port; 0 lets the OS choose one (default: 8000).")
     ] = None,
     worker: Annotated[bool, typer.Option(help="Run a worker inside the server.")] = True,
     demo: Annotated[bool, typer.Option(help="Print how to drive the service with curl.")] = False,
@@ -145,8 +145,8 @@ def baselines(
     Baseline agent names are reserved for the operator: set LOSSGYM_OPERATOR_KEY to the
     server's key.
     """
-    from lossgym.baselines.client import Api
     from lossgym.baselines.runner import BaselineRunner, PlanError, StateFile, choose, summary
+    from lossgym.client import Api
 
     try:
         chosen, profile, wanted, seed_list = choose(

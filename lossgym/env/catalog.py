@@ -68,3 +68,21 @@ class BoardTask:
 
     def diff_from_template(self, files: Mapping[str, str]) -> str:
         return Workspace(dict(files)).diff_against(self.task.workspace_files())
+
+
+def task_summaries(cache: TaskCache) -> list[dict[str, object]]:
+    """Every task's public facts: name, profiles (with their descriptions), default, seeds."""
+    out: list[dict[str, object]] = []
+    for name in cache.names():
+        spec = cache.get(name).spec
+        profiles = {p: s.description for p, s in spec.profiles.items()}
+        out.append(
+            {
+                "name": spec.name,
+                "profiles": profiles,
+                "default_profile": spec.default_profile,
+                "seeds": list(spec.seeds),
+                "budget": {"tests": spec.budget.tests, "steps": spec.budget.steps},
+            }
+        )
+    return out

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from lossgym.baselines.client import Api
 from lossgym.baselines.runner import (
     BaselineRunner,
     Outcome,
@@ -28,6 +27,7 @@ from lossgym.baselines.runner import (
     summary,
 )
 from lossgym.cli import app
+from lossgym.client import Api
 from lossgym.config import Settings
 from lossgym.env.baselines import EditOp, load_baseline
 from lossgym.env.service import EpisodeService
