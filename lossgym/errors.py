@@ -52,3 +52,8 @@ class Forbidden(Exception):
 
 class SessionEnded(Exception):
     """A tool call on a session that has ended (HTTP 409); the message is the agent's text."""
+
+
+class Conflict(Exception):
+    """A request that contradicts what is recorded (HTTP 409), e.g. usage totals that shrink;
+    the message is the caller's text."""

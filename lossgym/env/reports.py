@@ -17,8 +17,13 @@ from lossgym.store import queries
 from lossgym.store.models import SessionRow, TestRow, utcnow
 
 
-def session_info(db: Session, session: SessionRow) -> dict[str, Any]:
+def session_info(db: Session, session: SessionRow, task: Task) -> dict[str, Any]:
+    """The session's state; `best_test` is what an auto-submit would pick now."""
     final = queries.get_final(db, session.id)
+    tests = list(session.tests)
+    best = episode.best_valid_test(task, session, tests)
+    final_n = next((t.n for t in tests if final is not None and t.id == final.test_id), None)
+    usage = queries.get_usage(db, session.id)
     return {
         "session_id": session.id,
         "task": session.task,
@@ -30,8 +35,12 @@ def session_info(db: Session, session: SessionRow) -> dict[str, Any]:
         "budget_steps": session.budget_steps,
         "tests_used": session.tests_used,
         "budget_tests": session.budget_tests,
-        "tests": [{"n": t.n, "status": t.status, "valid": t.valid} for t in session.tests],
-        "final": None if final is None else {"test_id": final.test_id, "kind": final.kind},
+        "tests": [{"n": t.n, "status": t.status, "valid": t.valid} for t in tests],
+        "best_test": None if best is None else best.n,
+        "final": None
+        if final is None
+        else {"n": final_n, "test_id": final.test_id, "kind": final.kind},
+        "usage": None if usage is None else usage.to_dict(),
     }
 
 

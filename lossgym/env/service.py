@@ -37,6 +37,7 @@ from lossgym.env.tools import (
     run_view,
     tool_schemas,
 )
+from lossgym.env.usage import UsageRecorder
 from lossgym.env.workspace import Region, Workspace
 from lossgym.errors import (
     AgentError,
@@ -86,6 +87,7 @@ class EpisodeService:
         self.db = db
         self.tasks = tasks
         self.preflight_check = preflight
+        self.usage = UsageRecorder(db)  # POST /sessions/{id}/usage
         self._token_sessions: dict[str, str] = {}  # token hash -> session id
 
     # ── Sessions ────────────────────────────────────────────────────────────
@@ -137,6 +139,13 @@ class EpisodeService:
             "regions": _regions(workspace),
             "tools": tool_schemas("openai"),
         }
+
+    def task_description(self, task_name: str, profile: str | None = None) -> str:
+        """What an agent reads first: the `description` a new session of this task gets."""
+        task = self._task_for_agent(task_name)
+        profile = _known_profile(task, profile)
+        workspace = task.new_workspace(max_content_bytes=self.settings.max_content_bytes)
+        return self._description(task, profile, workspace)
 
     def session_for_token(self, token: str) -> str:
         """The session a token opens; a token never changes owner, so hits are cached."""
@@ -246,7 +255,8 @@ class EpisodeService:
 
     def session_info(self, session_id: str) -> dict[str, Any]:
         with self.db.read() as db:
-            return reports.session_info(db, self._get(db, session_id))
+            session = self._get(db, session_id)
+            return reports.session_info(db, session, self.tasks.get(session.task))
 
     def test_info(self, session_id: str, n: int) -> dict[str, Any]:
         with self.db.read() as db:

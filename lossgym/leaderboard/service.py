@@ -9,16 +9,20 @@ records are the researchers' view, not a text any agent is shown.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from lossgym.errors import NotFound, TaskSpecError
+from lossgym.leaderboard import compare
+from lossgym.leaderboard.groups import agent_groups
 from lossgym.leaderboard.ranking import (
     REFERENCE_AGENT,
+    agent_stats,
     baseline_name,
     iso,
-    mean_curve,
     metric_keys,
     rank_sessions,
+    reference_for,
     to_csv,
 )
 from lossgym.leaderboard.tasks import BoardTask, TaskCatalog
@@ -46,6 +50,7 @@ class LeaderboardService:
         with self.db.read() as db:
             results = boards.session_results(db, task.name, profile)
         board = rank_sessions(results, key, task.direction)
+        board["groups"] = agent_groups(results, key, task.direction)  # finished sessions only
         if not operator:
             board["rows"] = [_public_row(row) for row in board["rows"]]
         return {
@@ -75,13 +80,20 @@ class LeaderboardService:
             summary = _summary(session)
             if session.status == "active" and not operator:
                 tests = [{"n": t.n, "status": t.status} for t in session.tests]
-                return {**summary, "redacted": True, "note": REDACTED, "tests": tests}
+                return {
+                    **summary,
+                    "redacted": True,
+                    "note": REDACTED,
+                    "tests": tests,
+                    "usage": None,
+                }
             task = self._task(session.task)
             tests = queries.tests_of(db, session.id, with_stages=True)
             calls = queries.tool_calls(db, session.id)
             final = queries.get_final(db, session.id)
             curves = boards.agent_final_curves(db, session.task, session.profile, REFERENCE_AGENT)
             final_n = next((t.n for t in tests if final and t.id == final.test_id), None)
+            usage = queries.get_usage(db, session.id)
             return {
                 **summary,
                 "redacted": False,
@@ -91,8 +103,40 @@ class LeaderboardService:
                 "final": None if final is None else _final(final_n, final.kind),
                 "tests": [_test(t, task) for t in tests],
                 "transcript": [_call(c) for c in calls],
-                "reference_curve": _reference(curves),
+                "reference_curve": compare.reference_curve(curves),
+                "usage": None if usage is None else usage.to_dict(),
             }
+
+    # ── Comparing sessions ──────────────────────────────────────────────────
+
+    def compare(self, raw_ids: Iterable[str], operator: bool = False) -> dict[str, Any]:
+        """Up to 8 sessions of one board with their curves, against cross_entropy's mean curve.
+
+        Ids that cannot be shown (unknown, running without the operator key, no
+        curve, another board) are left out with a note; `NotFound` when none can.
+        """
+        ids = compare.parse_ids(raw_ids)
+        with self.db.read() as db:
+            shown, notes = compare.choose(ids, boards.session_curves(db, ids), operator)
+            if not shown:
+                raise NotFound("Nothing to compare. " + " ".join(notes))
+            first = shown[0]
+            results = boards.session_results(db, first.task, first.profile)
+            curves = boards.agent_final_curves(db, first.task, first.profile, REFERENCE_AGENT)
+        task = self._task(first.task)
+        key = task.primary_metric_key(first.profile)
+        reference = reference_for(agent_stats(results, key))
+        return {
+            "task": first.task,
+            "profile": first.profile,
+            "metric": key,
+            "direction": task.direction,
+            "limit": compare.MAX_SESSIONS,
+            "sessions": [compare.entry_record(e, key, reference) for e in shown],
+            "notes": notes,
+            "reference": reference.compare(reference.stat),
+            "reference_curve": compare.reference_curve(curves),
+        }
 
     # ── Internals ───────────────────────────────────────────────────────────
 
@@ -192,11 +236,3 @@ def _call(call: ToolCallRow) -> dict[str, Any]:
         "text": call.text,
         "created_at": iso(call.created_at),
     }
-
-
-def _reference(curves: list[list[Any]]) -> dict[str, Any] | None:
-    """The cross_entropy baseline's mean train/monitor curve, for comparison plots."""
-    curves = [c for c in curves if c]
-    if not curves:
-        return None
-    return {"agent": REFERENCE_AGENT, "sessions": len(curves), "curve": mean_curve(curves)}

@@ -1,7 +1,7 @@
 """The leaderboard's read queries. Every function takes an open transaction.
 
-The board of a (task, profile) is read in four set-wise queries (sessions,
-finals, their stage times, unfinished tests), never one query per session, and
+The board of a (task, profile) is read in a few set-wise queries (sessions,
+finals, their stage times, unfinished tests, usage), never one query per session, and
 never loads the sessions' workspace column: the page must stay fast with
 thousands of sessions.
 """
@@ -21,6 +21,7 @@ from lossgym.store.models import (
     SessionRow,
     StageResultRow,
     TestRow,
+    UsageRow,
 )
 
 UNISOLATED = "local"  # the runner name of LOSSGYM_ISOLATION=none
@@ -43,6 +44,7 @@ class SessionResult:
     metrics: dict[str, float] = field(default_factory=dict)  # the final test's, hidden included
     elapsed_s: float = 0.0  # the final test's stages, summed
     unisolated: bool = False  # a test of it ran without a sandbox (LOSSGYM_ISOLATION=none)
+    usage: dict[str, Any] | None = None  # UsageRow.to_dict(), when the agent reported one
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def session_results(db: Session, task: str, profile: str) -> list[SessionResult]
     elapsed = _final_elapsed(db, in_board)
     unfinished = _unfinished(db, in_board)
     unisolated = _unisolated(db, in_board)
+    usage = _usage(db, in_board)
     results = []
     for sid, agent, seed, status, created_at, tests_used, ended_reason in sessions:
         final = finals.get(sid)
@@ -78,7 +81,7 @@ def session_results(db: Session, task: str, profile: str) -> list[SessionResult]
                 final_kind=None if final is None else final.kind,
                 metrics={} if final is None else dict(final.metrics),
                 elapsed_s=0.0 if final is None else elapsed.get(final.test_id, 0.0),
-                unisolated=sid in unisolated,
+                unisolated=sid in unisolated, usage=usage.get(sid),
             )
         )  # fmt: skip
     return results
@@ -126,6 +129,13 @@ def _unisolated(db: Session, in_board: Sequence[Any]) -> set[str]:
     return set(rows)
 
 
+def _usage(db: Session, in_board: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    rows = db.scalars(
+        select(UsageRow).join(SessionRow, SessionRow.id == UsageRow.session_id).where(*in_board)
+    )
+    return {row.session_id: row.to_dict() for row in rows}
+
+
 def agent_final_curves(db: Session, task: str, profile: str, agent: str) -> list[list[Any]]:
     """The train-stage curves of `agent`'s final tests on (task, profile), e.g. a baseline's."""
     stmt = (
@@ -140,3 +150,61 @@ def agent_final_curves(db: Session, task: str, profile: str, agent: str) -> list
         )
     )
     return [list(curve or []) for curve in db.scalars(stmt)]
+
+
+@dataclass(frozen=True)
+class CurveEntry:
+    """One session's loss curve for a comparison: its final test's, else its latest valid one's."""
+
+    session_id: str
+    task: str
+    profile: str
+    agent: str
+    seed: int
+    status: str  # the session's own: active | ended
+    test: int | None = None  # the test whose curve this is
+    final: bool = False  # that test is the session's final
+    metrics: dict[str, Any] = field(default_factory=dict)
+    curve: list[Any] = field(default_factory=list)  # the train stage's [[step, train, monitor]]
+
+
+def session_curves(db: Session, session_ids: Sequence[str]) -> dict[str, CurveEntry]:
+    """The known sessions among `session_ids`, each with the train-stage curve of its final
+    test (without a final: of its latest valid test; none: no curve). Three queries in all."""
+    sessions = db.execute(
+        select(
+            SessionRow.id, SessionRow.task, SessionRow.profile, SessionRow.agent,
+            SessionRow.seed, SessionRow.status,
+        ).where(SessionRow.id.in_(session_ids))
+    ).all()  # fmt: skip
+    shown = _shown_tests(db, session_ids)
+    entries = {}
+    for sid, task, profile, agent, seed, status in sessions:
+        entries[sid] = CurveEntry(sid, task, profile, agent, seed, status, *shown.get(sid, ()))
+    return entries
+
+
+def _shown_tests(
+    db: Session, session_ids: Sequence[str]
+) -> dict[str, tuple[int, bool, dict[str, Any], list[Any]]]:
+    """Per session, (n, is final, metrics, curve) of its final test, else its latest valid one."""
+    finals = dict(
+        db.execute(
+            select(FinalRow.session_id, FinalRow.test_id).where(
+                FinalRow.session_id.in_(session_ids)
+            )
+        ).all()
+    )
+    on_stage_0 = (StageResultRow.test_id == TestRow.id) & (StageResultRow.position == 0)
+    tests = db.execute(
+        select(TestRow.session_id, TestRow.id, TestRow.n, TestRow.metrics, StageResultRow.curve)
+        .outerjoin(StageResultRow, on_stage_0)
+        .where(TestRow.session_id.in_(session_ids), TestRow.valid.is_(True))
+        .order_by(TestRow.n)
+    ).all()
+    shown: dict[str, tuple[int, bool, dict[str, Any], list[Any]]] = {}
+    for sid, test_id, n, metrics, curve in tests:
+        is_final = finals.get(sid) == test_id
+        if is_final or sid not in finals:  # in order of n: the latest valid test wins
+            shown[sid] = (n, is_final, dict(metrics or {}), list(curve or []))
+    return shown

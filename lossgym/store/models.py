@@ -158,3 +158,34 @@ class FinalRow(Base):
     test_id: Mapped[int] = mapped_column(ForeignKey("tests.id"))
     kind: Mapped[str] = mapped_column(String(20))  # submitted | auto
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageRow(Base):
+    """What an agent's model spent on one session, as the agent reports it (cumulative totals).
+
+    One row per session at most; each report replaces the totals, which only grow.
+    """
+
+    __tablename__ = "session_usage"
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    input_tokens: Mapped[int]
+    output_tokens: Mapped[int]
+    requests: Mapped[int]
+    cost_usd: Mapped[float | None]  # None: the agent does not know its price
+    transcript: Mapped[str | None] = mapped_column(String(500))  # the agent's JSONL file name
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public shape of a usage record (the same in every reply and record)."""
+        return {
+            "model": self.model,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "requests": self.requests,
+            "cost_usd": self.cost_usd,
+            "transcript": self.transcript,
+            "updated_at": self.updated_at.replace(microsecond=0).isoformat() + "Z",
+        }

@@ -1,4 +1,4 @@
-"""Queries on the database: sessions, revisions, tool calls, tests, finals and jobs.
+"""Queries on the database: sessions, revisions, tool calls, tests, finals, usage and jobs.
 
 Every function takes an open transaction. The env service, the worker and the
 leaderboard call these; routes never do.
@@ -21,6 +21,7 @@ from lossgym.store.models import (
     StageResultRow,
     TestRow,
     ToolCallRow,
+    UsageRow,
     utcnow,
 )
 
@@ -121,6 +122,24 @@ def get_final(db: Session, session_id: str) -> FinalRow | None:
 def add_final(db: Session, session_id: str, test: TestRow, kind: str) -> FinalRow:
     row = FinalRow(session_id=session_id, test_id=test.id, kind=kind)
     db.add(row)
+    db.flush()
+    return row
+
+
+def get_usage(db: Session, session_id: str) -> UsageRow | None:
+    return db.get(UsageRow, session_id)
+
+
+def put_usage(db: Session, session_id: str, totals: dict[str, Any]) -> UsageRow:
+    """Set the session's usage totals (`UsageRow` columns by name), creating its row once."""
+    row = db.get(UsageRow, session_id)
+    if row is None:
+        row = UsageRow(session_id=session_id, **totals)
+        db.add(row)
+    else:
+        for name, value in totals.items():
+            setattr(row, name, value)
+        row.updated_at = utcnow()
     db.flush()
     return row
 

@@ -22,6 +22,10 @@ TaskName = Annotated[
 ProfileName = Annotated[
     str | None, Query(max_length=100, description="Profile; default: the task's default.")
 ]
+SessionIds = Annotated[
+    list[str] | None,
+    Query(description="Session ids, comma-separated and/or repeated; at most 8."),
+]
 
 
 @router.get("/api/leaderboard")
@@ -46,3 +50,10 @@ def leaderboard_csv(
 def session_record(session_id: str, board: Leaderboard, operator: Operator) -> dict[str, Any]:
     """A session's transcript, tests (metrics, curves, diffs); running ones only summarised."""
     return board.session(session_id, operator=operator)
+
+
+@router.get("/api/compare")
+def compare(board: Leaderboard, operator: Operator, sessions: SessionIds = None) -> dict[str, Any]:
+    """Up to 8 sessions of one board with their loss curves and the cross_entropy mean curve;
+    running sessions (without the operator key), unknown ids and other boards get a note."""
+    return board.compare(sessions or [], operator=operator)

@@ -1,4 +1,4 @@
-"""Sessions: start one, read its state and its tests."""
+"""Sessions: start one, read its state and its tests, record its token usage."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lossgym.agent_api.deps import Operator, Service, Token, authorize_session
+from lossgym.env.usage import UsageReport
 from lossgym.sandbox.events import TestEvents
 
 EVENTS_POLL_S = 0.5
@@ -38,6 +39,16 @@ def create_session(body: NewSession, service: Service, operator: Operator) -> di
 def get_session(session_id: str, service: Service, token: Token) -> dict[str, Any]:
     authorize_session(service, token, session_id)
     return service.session_info(session_id)
+
+
+@router.post("/sessions/{session_id}/usage")
+def record_usage(
+    session_id: str, body: UsageReport, service: Service, token: Token
+) -> dict[str, Any]:
+    """Set the session's cumulative token usage and cost so far (a retry changes nothing;
+    totals only grow). Accepted while the session runs and after it ended."""
+    authorize_session(service, token, session_id)
+    return service.usage.record(session_id, body)
 
 
 @router.get("/sessions/{session_id}/tests/{n}")

@@ -29,9 +29,10 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        num=view.num, signed=view.signed, pm=view.pm, noise_class=view.noise_class, when=view.when
-    )
-    env.globals.update(diff_class=view.diff_class)
+        num=view.num, signed=view.signed, pm=view.pm, noise_class=view.noise_class, when=view.when,
+        usd=view.usd,
+    )  # fmt: skip
+    env.globals.update(diff_class=view.diff_class, compare_href=view.compare_href)
     return env
 
 
@@ -66,7 +67,8 @@ def _table(
         return {"task": task, "profile": profile, "error": str(error)}
     total = len(board["rows"])
     rows = view.sort_rows(view.filter_rows(board["rows"], query.agent), query)
-    return {**board, "rows": rows, "total": total, "error": None}
+    groups = view.filter_rows(board["groups"], query.agent)
+    return {**board, "rows": rows, "groups": groups, "total": total, "error": None}
 
 
 def index_page(service: LeaderboardService, query: view.Query, operator: bool) -> str:
@@ -124,5 +126,43 @@ def session_page(record: dict[str, Any]) -> str:
     )
 
 
+# ── Sessions side by side: `/compare?sessions=...` ─────────────────────────
+
+LEGEND_LABEL_CHARS = 24  # of an agent name, in a plot's legend (the table shows it whole)
+
+
+def _label(session: dict[str, Any]) -> str:
+    agent = session["agent"]
+    if len(agent) > LEGEND_LABEL_CHARS:
+        agent = agent[: LEGEND_LABEL_CHARS - 1] + "\u2026"
+    return f"{agent} \u00b7 seed {session['seed']} \u00b7 {session['session_id'][:6]}"
+
+
+def compare_plots(record: dict[str, Any]) -> list[tuple[str, Markup]]:
+    """(name, plot) of monitor, then train loss: each session's curve, one colour each, and
+    cross_entropy's."""
+    curves = [(_label(s), s["curve"]) for s in record["sessions"]]
+    reference = record["reference_curve"]["curve"] if record["reference_curve"] else None
+    plots = []
+    for column, name in ((2, "monitor"), (1, "train")):
+        title = f"{name.capitalize()} loss per step, {len(curves)} sessions and cross_entropy"
+        series = svg.overlay_series(curves, reference, column)
+        plots.append((name, svg.loss_plot(series, title, legend_item=290, css=f"compare {name}")))
+    return plots
+
+
+def compare_page(record: dict[str, Any]) -> str:
+    """The page of a comparison (`LeaderboardService.compare`)."""
+    return ENV.get_template("compare.html").render(
+        c=record, plots=compare_plots(record), title="Compare sessions"
+    )
+
+
 def not_found_page(message: str) -> str:
-    return ENV.get_template("not_found.html").render(message=message, title="Not found")
+    return error_page(message, "Not found")
+
+
+def error_page(message: str, heading: str) -> str:
+    return ENV.get_template("not_found.html").render(
+        message=message, heading=heading, title=heading
+    )

@@ -2,7 +2,10 @@
 
 A plot shows a test's train and monitor loss per step (`curve` rows are
 [step, train, monitor, ...]) and, dashed, the cross_entropy baseline's mean
-curve for comparison. Every number is formatted here; no agent text is drawn.
+curve for comparison; an overlay (`/compare`) shows one column of several
+sessions' curves, one colour each (`run-0` ... `run-7`), and the baseline's.
+Every number is formatted here; legend labels (agent names, on overlays) are
+escaped here.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 300
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 64  # margins; the legend sits under the x axis
+LEGEND_ITEM, LEGEND_ROW = 140, 18  # a legend entry's width; each further row adds its height
+COLUMNS = {1: "train", 2: "monitor"}  # curve columns by index
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,21 @@ def plot_series(
     return [s for s in series if s.points]
 
 
+def overlay_series(
+    curves: Sequence[tuple[str, Sequence[Sequence[float]]]],
+    reference: Sequence[Sequence[float]] | None,
+    column: int,
+) -> list[Series]:
+    """One column (1: train, 2: monitor) of each (label, curve), then the reference's, dashed."""
+    series = [
+        series_of(curve, column, f"run run-{i}", label) for i, (label, curve) in enumerate(curves)
+    ]
+    if reference:
+        label = f"cross_entropy {COLUMNS[column]} (mean)"
+        series.append(series_of(reference, column, "reference ref-mean", label))
+    return [s for s in series if s.points]
+
+
 def _box(series: Sequence[Series]) -> Box:
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points]
@@ -99,30 +119,41 @@ def _axes(box: Box) -> list[str]:
     ]
 
 
-def _legend(series: Sequence[Series]) -> list[str]:
+def _per_row(item_width: int) -> int:
+    return max(1, (WIDTH - LEFT) // item_width)
+
+
+def _legend(series: Sequence[Series], item_width: int) -> list[str]:
+    """Entries left to right, wrapping onto further rows below the first."""
     out = ['<g class="legend">']
-    y = HEIGHT - 22
+    per_row = _per_row(item_width)
     for i, s in enumerate(series):
-        x = LEFT + i * 140
+        x = LEFT + (i % per_row) * item_width
+        y = HEIGHT - 22 + (i // per_row) * LEGEND_ROW
         out.append(f'<line class="series {s.css}" x1="{x}" y1="{y}" x2="{x + 24}" y2="{y}"/>')
-        out.append(f'<text class="legend-label" x="{x + 30}" y="{y + 4}">{s.label}</text>')
+        out.append(f'<text class="legend-label" x="{x + 30}" y="{y + 4}">{escape(s.label)}</text>')
     out.append("</g>")
     return out
 
 
-def loss_plot(series: Sequence[Series], title: str) -> Markup:
-    """An SVG plot of the series; `title` must already be plain (it is escaped here)."""
+def loss_plot(
+    series: Sequence[Series], title: str, legend_item: int = LEGEND_ITEM, css: str = ""
+) -> Markup:
+    """An SVG plot of the series; `title` and labels are escaped here. The plot grows
+    downwards by a row for each further row of legend (`legend_item` px per entry)."""
     series = [s for s in series if s.points]
     if not series:
         return Markup('<p class="no-curve">No loss curve was recorded for this test.</p>')
     box = _box(series)
+    height = HEIGHT + (math.ceil(len(series) / _per_row(legend_item)) - 1) * LEGEND_ROW
+    classes = f"loss-plot {css}".strip()
     parts = [
-        f'<svg class="loss-plot" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
-        f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">',
+        f'<svg class="{classes}" xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" '
+        f'height="{height}" viewBox="0 0 {WIDTH} {height}" role="img">',
         Markup("<title>{}</title>").format(title),
         *_axes(box),
         *(_polyline(s, box) for s in series),
-        *_legend(series),
+        *_legend(series, legend_item),
         "</svg>",
     ]
     return Markup("\n".join(str(p) for p in parts))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from lossgym.leaderboard.compare import MAX_SESSIONS
+
 FIXED_COLUMNS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "rank": lambda row: row["rank"],
     "agent": lambda row: row["agent"].lower(),
@@ -113,14 +115,25 @@ def signed(value: float | None, digits: int = 4) -> str:
     return "\u2014" if value is None else f"{value:+.{digits}f}"
 
 
-def pm(stat: dict[str, Any] | None) -> str:
-    """'mean ± std (n=5)' of a stat dict, or the mean alone when std is unknown."""
+def pm(stat: dict[str, Any] | None, sign: bool = False) -> str:
+    """'mean ± std (n=5)' of a stat dict, or the mean alone when std is unknown;
+    `sign`: the mean with its sign (a delta)."""
     if not stat or stat.get("mean") is None:
         return "\u2014"
-    text = num(stat["mean"])
+    text = signed(stat["mean"]) if sign else num(stat["mean"])
     if stat.get("std") is not None:
         text += f" \u00b1 {num(stat['std'])}"
     return f"{text} (n={stat['n']})"
+
+
+def usd(value: float | None) -> str:
+    """A cost in US dollars: '$0.1234', '—' when unknown."""
+    return "\u2014" if value is None else f"${value:,.4f}"
+
+
+def compare_href(session_ids: Sequence[str]) -> str:
+    """The URL of `/compare` for these sessions (the first `MAX_SESSIONS`)."""
+    return "/compare?" + urlencode({"sessions": ",".join(session_ids[:MAX_SESSIONS])})
 
 
 def when(moment: str | None) -> str:
