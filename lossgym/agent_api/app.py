@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from lossgym.agent_api import errors
+from lossgym.agent_api import errors, mcp
 from lossgym.agent_api.routes import leaderboard, pages, sessions, tools
+from lossgym.agent_api.routes import tasks as task_routes
 from lossgym.config import Settings
 from lossgym.env.catalog import TaskCache
 from lossgym.env.service import EpisodeService, PreflightCheck
@@ -31,10 +32,12 @@ def create_app(settings: Settings) -> FastAPI:
         tasks = TaskCache(settings.tasks_dir)
         app.state.service = EpisodeService(settings, db, tasks, _preflight(settings))
         app.state.leaderboard = LeaderboardService(db, tasks)
+        app.state.mcp = mcp.McpEndpoint(app.state.service, app.version)
         stop = threading.Event()
         worker_thread = _start_worker(settings, db, tasks, stop) if settings.worker_in_api else None
         try:
-            yield
+            async with app.state.mcp.run():
+                yield
         finally:
             stop.set()
             if worker_thread is not None:
@@ -51,9 +54,11 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.middleware("http")(_limit_body(settings.max_request_bytes))
     app.include_router(sessions.router)
+    app.include_router(task_routes.router)
     app.include_router(tools.router)
     app.include_router(leaderboard.router)
     app.include_router(pages.router)
+    mcp.install(app)
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:

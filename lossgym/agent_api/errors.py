@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 
 from lossgym.errors import (
     AgentError,
+    Conflict,
     Forbidden,
     NotFound,
     RateLimited,
@@ -30,34 +31,36 @@ def _validation_text(error: RequestValidationError) -> str:
     return "ERROR: Invalid request. " + "; ".join(problems)
 
 
+# Every error an agent can cause: its HTTP status and whether its text needs the
+# "ERROR: " prefix (errors whose message already is the agent's text do not).
+# HTTP and MCP both answer with `agent_text`, so the texts cannot drift apart.
+STATUSES: dict[type[Exception], tuple[int, bool]] = {
+    AgentError: (400, False),
+    RateLimited: (429, False),
+    ServiceUnavailable: (503, False),
+    NotFound: (404, True),
+    Unauthorized: (401, True),
+    Forbidden: (403, True),
+    SessionEnded: (409, False),
+    Conflict: (409, False),
+}
+
+
+def agent_text(exc: Exception) -> str | None:
+    """The text an agent is shown for `exc`; None for an error that is not the caller's."""
+    for kind, (_, prefixed) in STATUSES.items():
+        if isinstance(exc, kind):
+            return f"ERROR: {exc}" if prefixed else str(exc)
+    return None
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(AgentError)
-    async def agent_error(_: Request, exc: AgentError) -> JSONResponse:
-        return _error(400, str(exc))
+    async def known(_: Request, exc: Exception) -> JSONResponse:
+        status = next(code for kind, (code, _) in STATUSES.items() if isinstance(exc, kind))
+        return _error(status, agent_text(exc) or str(exc))
 
-    @app.exception_handler(RateLimited)
-    async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
-        return _error(429, str(exc))
-
-    @app.exception_handler(ServiceUnavailable)
-    async def unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:
-        return _error(503, str(exc))
-
-    @app.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return _error(404, f"ERROR: {exc}")
-
-    @app.exception_handler(Unauthorized)
-    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        return _error(401, f"ERROR: {exc}")
-
-    @app.exception_handler(Forbidden)
-    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return _error(403, f"ERROR: {exc}")
-
-    @app.exception_handler(SessionEnded)
-    async def ended(_: Request, exc: SessionEnded) -> JSONResponse:
-        return _error(409, str(exc))
+    for kind in STATUSES:
+        app.add_exception_handler(kind, known)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
