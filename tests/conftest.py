@@ -184,6 +184,7 @@ def start_server(
         LOSSGYM_TASKS_DIR=str(settings.tasks_dir),
         LOSSGYM_LEASE_S=str(settings.lease_s),
         LOSSGYM_PREFLIGHT_PER_MINUTE=str(settings.preflight_per_minute),
+        LOSSGYM_TEST_WAIT_S=str(settings.test_wait_s),
         LOSSGYM_WORKER_POLL_S="0.2",
         LOSSGYM_RUNNER=settings.runner,
         LOSSGYM_ISOLATION=settings.isolation,

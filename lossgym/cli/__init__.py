@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from lossgym.cli import service
+from lossgym.cli.agent import agent
 from lossgym.cli.common import checked_runner
 from lossgym.cli.data import data_app, export_app
 from lossgym.cli.tasks import tasks_app
@@ -22,3 +23,4 @@ app.add_typer(data_app, name="data")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(export_app, name="export")
 app.command("baselines")(service.baselines)
+app.command("agent")(agent)
