@@ -131,6 +131,8 @@ def agent(
     )
     server = server or saved.get("server") or f"http://{settings.host}:{settings.port}"
     api = Api(server, backoff_s=retry_backoff)
+    if not api.health():
+        _fail(f"LossGym is not answering at {server}: start it (lossgym serve) or pass --server")
     lock = threading.Lock()
 
     def say(line: str) -> None:

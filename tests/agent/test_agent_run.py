@@ -29,7 +29,7 @@ TASK = "llm-pretrain-loss"
 
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
-    tasks = fast_tasks_dir(tmp_path, config={"max_iters": 12, "eval_interval": 4})
+    tasks = fast_tasks_dir(tmp_path, config={"max_iters": 2, "eval_interval": 2, "warmup_iters": 1})
     return settings.model_copy(update={"tasks_dir": tasks})
 
 

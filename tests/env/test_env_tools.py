@@ -163,3 +163,52 @@ def test_env_and_server_modules_do_not_import_torch() -> None:
         "assert not loaded, f'torch was imported: {loaded[:5]}'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+@pytest.mark.parametrize("fmt", ["openai", "anthropic"])
+def test_exports_are_json_schema_and_match_the_argument_models(fmt: str) -> None:
+    """Each exported schema is a valid JSON Schema whose properties, types, required fields
+    and defaults are the argument model's fields; what it accepts the model accepts."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError as SchemaError
+
+    for tool in tool_schemas(fmt):  # type: ignore[arg-type]
+        name = tool["function"]["name"] if fmt == "openai" else tool["name"]
+        schema = tool["function"]["parameters"] if fmt == "openai" else tool["input_schema"]
+        Draft202012Validator.check_schema(schema)
+        fields = TOOLS[name].args.model_fields
+        assert set(schema["properties"]) == set(fields)
+        assert set(schema["required"]) == {k for k, f in fields.items() if f.is_required()}
+        for key, field in fields.items():
+            prop = schema["properties"][key]
+            assert prop["description"] == field.description
+            if field.default is not None and not field.is_required():
+                assert prop["default"] == field.default
+            annotation = str(field.annotation)
+            if "int" in annotation:
+                assert prop["type"] == "integer"
+            elif "str" in annotation and "Literal" not in annotation:
+                assert prop["type"] == "string"
+        validator = Draft202012Validator(schema)
+        for sample in _samples(name):
+            validator.validate(sample)  # the schema accepts it, and so does the model
+            assert parse_tool_args(name, sample) is not None
+        for bad in ({"unknown": 1}, {k: [] for k in fields} or {"x": 1}):
+            with pytest.raises(SchemaError):
+                validator.validate(bad)
+            with pytest.raises(AgentError):
+                parse_tool_args(name, bad)
+
+
+def _samples(name: str) -> list[dict]:
+    return {
+        "edit": [
+            {"op": "replace", "filename": SCRIPT, "start_line": 3, "end_line": 4, "content": "x"},
+            {"op": "insert", "filename": SCRIPT, "after_line": 0, "content": "x"},
+            {"op": "create", "filename": "notes.py", "content": ""},
+        ],
+        "test": [{}],
+        "submit": [{"n": 1}],
+        "undo": [{}, {"n": 2}],
+        "view": [{"filename": SCRIPT}, {"filename": SCRIPT, "start_line": 1, "end_line": 9}],
+    }[name]
