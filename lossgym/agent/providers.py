@@ -60,18 +60,27 @@ def make_provider(config: ModelConfig, sleep: Callable[[float], None] = time.sle
 
 
 class _Retrying:
-    """Retries a request while the endpoint says "later"; other errors go straight up."""
+    """Retries a request while the endpoint says "later"; other errors go straight up.
 
-    def __init__(self, config: ModelConfig, sleep: Callable[[float], None]) -> None:
-        self.config = config
-        self.sleep = sleep
+    `sdk` is the provider's SDK module: both name their errors alike
+    (`APIStatusError`, `APIConnectionError`) and take the same client options.
+    """
 
-    def _retrying(self, request: Callable[[], T], status_error: type, connection_error: type) -> T:
+    def __init__(self, config: ModelConfig, sleep: Callable[[float], None], sdk: Any) -> None:
+        self.config, self.sleep, self.sdk = config, sleep, sdk
+        self.client_options = {
+            "api_key": config.api_key,
+            "base_url": config.base_url,
+            "max_retries": 0,  # one retry policy: this one
+            "timeout": config.timeout_s,
+        }
+
+    def _retrying(self, request: Callable[[], T]) -> T:
         delays = backoff_delays(self.config.attempts, self.config.backoff_s, cap_s=60.0)
         for delay in [*delays, None]:
             try:
                 return request()
-            except (status_error, connection_error) as error:
+            except (self.sdk.APIStatusError, self.sdk.APIConnectionError) as error:
                 status = getattr(error, "status_code", None)
                 retryable = status is None or status in (408, 409, 429) or status >= 500
                 if delay is None or not retryable:
@@ -101,14 +110,8 @@ class OpenAIProvider(_Retrying):
     def __init__(self, config: ModelConfig, sleep: Callable[[float], None] = time.sleep) -> None:
         import openai
 
-        super().__init__(config, sleep)
-        self._openai = openai
-        self.client = openai.OpenAI(
-            api_key=config.api_key,
-            base_url=config.base_url,
-            max_retries=0,
-            timeout=config.timeout_s,
-        )
+        super().__init__(config, sleep, openai)
+        self.client = openai.OpenAI(**self.client_options)
 
     def complete(self, system: str, messages: list[Message], tools: list[dict[str, Any]]) -> Turn:
         wire = [{"role": "system", "content": system}, *map(_openai_message, messages)]
@@ -120,9 +123,7 @@ class OpenAIProvider(_Retrying):
         response = self._retrying(
             lambda: self.client.chat.completions.create(
                 model=self.config.model, messages=wire, tools=tools, **extra
-            ),
-            self._openai.APIStatusError,
-            self._openai.APIConnectionError,
+            )
         )
         if not response.choices:
             raise RuntimeError(f"{self.config.model}: the reply has no choices")
@@ -149,14 +150,8 @@ class AnthropicProvider(_Retrying):
     def __init__(self, config: ModelConfig, sleep: Callable[[float], None] = time.sleep) -> None:
         import anthropic
 
-        super().__init__(config, sleep)
-        self._anthropic = anthropic
-        self.client = anthropic.Anthropic(
-            api_key=config.api_key,
-            base_url=config.base_url,
-            max_retries=0,
-            timeout=config.timeout_s,
-        )
+        super().__init__(config, sleep, anthropic)
+        self.client = anthropic.Anthropic(**self.client_options)
 
     def complete(self, system: str, messages: list[Message], tools: list[dict[str, Any]]) -> Turn:
         extra: dict[str, Any] = {}
@@ -170,9 +165,7 @@ class AnthropicProvider(_Retrying):
                 messages=_anthropic_messages(messages),
                 tools=tools,
                 **extra,
-            ),
-            self._anthropic.APIStatusError,
-            self._anthropic.APIConnectionError,
+            )
         )
         texts = [b.text for b in response.content if b.type == "text"]
         calls = [

@@ -24,9 +24,10 @@ PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 @dataclass
 class ScriptedTurn:
     text: str
-    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any] | str]] = field(default_factory=list)  # str: raw JSON
     input_tokens: int = 1000
     output_tokens: int = 100
+    cost: float | None = None  # an OpenRouter-style `usage.cost` (chat completions only)
 
 
 class ScriptedModel:
@@ -113,7 +114,10 @@ def _openai(model: str, turn: ScriptedTurn, index: int) -> dict[str, Any]:
         {
             "id": call_id(index, k),
             "type": "function",
-            "function": {"name": name, "arguments": json.dumps(args)},
+            "function": {
+                "name": name,
+                "arguments": args if isinstance(args, str) else json.dumps(args),
+            },
         }
         for k, (name, args) in enumerate(turn.calls)
     ]
@@ -136,6 +140,7 @@ def _openai(model: str, turn: ScriptedTurn, index: int) -> dict[str, Any]:
             "prompt_tokens": turn.input_tokens,
             "completion_tokens": turn.output_tokens,
             "total_tokens": turn.input_tokens + turn.output_tokens,
+            **({} if turn.cost is None else {"cost": turn.cost}),
         },
     }
 
