@@ -11,6 +11,11 @@ STAMP := $(VENV)/.installed
 DATASET ?= shakespeare
 DATA_STAMP := data/$(DATASET)/meta.json
 PYTEST_ARGS ?=
+# Two pytest workers: tests that train (marked slow) queue on one of them, one at
+# a time, while the other runs the rest; most of those wait on servers and
+# subprocesses, not the CPU. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: install data sandbox demo serve test test-fast lint format clean
 
@@ -40,11 +45,11 @@ serve: data sandbox
 
 test: data
 	@scripts/ensure-sandbox.sh --optional
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: data
 	@scripts/ensure-sandbox.sh --optional
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lossgym tests bench

@@ -26,6 +26,15 @@ REPO = Path(__file__).resolve().parent.parent
 OPERATOR_KEY = "test-operator-key"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that train (marked slow) share one xdist group: under `-n 2 --dist loadgroup`
+    (make test) they run one at a time on one worker, so two trainings never compete for
+    the cores, while the other worker takes everything else."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("training"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The embedded dataset, prepared once (idempotent; `make test` prepares it first)."""
