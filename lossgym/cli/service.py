@@ -139,6 +139,16 @@ def baselines(
     state: Annotated[
         Path, typer.Option(help="Where sessions an interrupted run left waiting are kept.")
     ] = Path("var/baselines-state.json"),
+    until_resolved: Annotated[
+        bool,
+        typer.Option(
+            help="After --seeds, add one seed a round (cross_entropy and the unresolved "
+            "baselines) until every baseline's paired delta to cross_entropy is resolved."
+        ),
+    ] = False,
+    max_seeds: Annotated[
+        int, typer.Option(min=1, help="With --until-resolved: stop after this many seeds.")
+    ] = 8,
 ) -> None:
     """Run each baseline over seeds through the public HTTP API; resumable (skips done ones).
 
@@ -155,9 +165,19 @@ def baselines(
     except PlanError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
+    if until_resolved and max_seeds < seeds:
+        typer.echo(f"--max-seeds {max_seeds} is below --seeds {seeds}.", err=True)
+        raise typer.Exit(2)
     api = Api(base_url, operator_key=settings_from().operator_key)
     runner = BaselineRunner(api, chosen, profile, StateFile(state), typer.echo)
-    outcomes = runner.run(wanted, seed_list)
-    typer.echo("\n" + summary(outcomes, runner.metric))
+    if until_resolved:
+        from lossgym.baselines.resolution import final_report, run_until_resolved
+
+        result = run_until_resolved(runner, wanted, seed_list, max_seeds)
+        outcomes = result.outcomes
+        typer.echo("\n" + summary(outcomes, runner.metric) + "\n" + final_report(result))
+    else:
+        outcomes = runner.run(wanted, seed_list)
+        typer.echo("\n" + summary(outcomes, runner.metric))
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)

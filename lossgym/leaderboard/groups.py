@@ -5,7 +5,8 @@ final test has a primary value: n, mean and sample std of that value (the
 same `Stat` the baselines and the rows' `agent_stats` use), the delta of the
 mean to the cross_entropy baseline with its noise flag (`Reference`), and the
 **paired** delta: each session's value minus the cross_entropy mean at the
-same seed (same data order), over the sessions whose seed the baseline ran.
+same seed (same data order), over the sessions whose seed the baseline ran,
+with its standard error and resolution flag (`paired.PAIRED_RULE`).
 What the agents reported of their usage (models, tokens, cost) rides along.
 Pure functions over `SessionResult`s, like `ranking`.
 """
@@ -16,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from lossgym.leaderboard.paired import paired_of, reference_by_seed
 from lossgym.leaderboard.ranking import (
-    REFERENCE_AGENT,
     Direction,
     Reference,
     Stat,
@@ -49,28 +50,6 @@ def agent_groups(
     return sorted(groups, key=lambda g: (sign * g["mean"], g["agent"]))
 
 
-def reference_by_seed(results: Sequence[SessionResult], key: str) -> dict[int, float]:
-    """The cross_entropy baseline's mean value at each seed it was run on."""
-    values: dict[int, list[float]] = defaultdict(list)
-    for result in results:
-        value = primary_value(result, key)
-        if result.agent == REFERENCE_AGENT and value is not None:
-            values[result.seed].append(value)
-    return {seed: sum(vs) / len(vs) for seed, vs in values.items()}
-
-
-def paired_delta(
-    sessions: Sequence[SessionResult], key: str, by_seed: dict[int, float]
-) -> Stat | None:
-    """Mean ± std of (value - cross_entropy at the same seed) over the seeds both ran."""
-    deltas = [
-        value - by_seed[s.seed]
-        for s in sessions
-        if s.seed in by_seed and (value := primary_value(s, key)) is not None
-    ]
-    return Stat.of(deltas)
-
-
 def _group(
     agent: str,
     sessions: list[SessionResult],
@@ -79,12 +58,11 @@ def _group(
     by_seed: dict[int, float],
     key: str,
 ) -> dict[str, Any]:
-    paired = paired_delta(sessions, key, by_seed)
     return {
         "agent": agent,
         "baseline": baseline_name(agent),
         **(reference.compare(stat) or {}),
-        "paired_delta": None if paired is None else paired.to_dict(),
+        "paired_delta": paired_of(sessions, key, by_seed),
         "seeds": sorted(s.seed for s in sessions),
         "session_ids": [s.session_id for s in sessions],  # best first
         "usage": usage_summary(sessions),

@@ -284,7 +284,8 @@ def mean_curve(curves: Iterable[Sequence[Sequence[float]]]) -> list[list[float]]
 CSV_COLUMNS = (
     "rank", "status", "agent", "baseline", "session_id", "seed", "date", "tests_used",
     "final_test", "auto_submitted", "value", "delta", "noise", "agent_n", "agent_mean",
-    "agent_std", "elapsed_s", "unisolated",
+    "agent_std", "paired_delta", "agent_paired_n", "agent_paired_mean", "agent_paired_se",
+    "agent_paired_resolution", "agent_seeds_to_resolve", "elapsed_s", "unisolated",
 )  # fmt: skip
 
 
@@ -295,12 +296,27 @@ def to_csv(board: dict[str, Any]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*CSV_COLUMNS, *keys])
     for row in board["rows"]:
-        group = row.get("agent_stats") or {}
-        cells = {**row, "agent_n": group.get("n"), "agent_mean": group.get("mean")}
-        cells["agent_std"] = group.get("std")
+        cells = {**row, **_agent_cells(row)}
         fixed = [_cell(cells.get(c)) for c in CSV_COLUMNS]
         writer.writerow([*fixed, *(_cell(row["metrics"].get(k)) for k in keys)])
     return out.getvalue()
+
+
+def _agent_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """The CSV's agent_* columns (the agent over its sessions) and the row's paired delta."""
+    group = row.get("agent_stats") or {}
+    paired = group.get("paired") or {}
+    return {
+        "agent_n": group.get("n"),
+        "agent_mean": group.get("mean"),
+        "agent_std": group.get("std"),
+        "paired_delta": (row.get("paired") or {}).get("mean"),
+        "agent_paired_n": paired.get("n"),
+        "agent_paired_mean": paired.get("mean"),
+        "agent_paired_se": paired.get("se"),
+        "agent_paired_resolution": paired.get("resolution"),
+        "agent_seeds_to_resolve": paired.get("seeds_to_resolve"),
+    }
 
 
 def _cell(value: Any) -> str:

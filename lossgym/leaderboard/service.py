@@ -15,6 +15,7 @@ from typing import Any
 from lossgym.errors import NotFound, TaskSpecError
 from lossgym.leaderboard import compare
 from lossgym.leaderboard.groups import agent_groups
+from lossgym.leaderboard.paired import PAIRED_RULE, session_paired, with_paired
 from lossgym.leaderboard.ranking import (
     REFERENCE_AGENT,
     agent_stats,
@@ -49,7 +50,7 @@ class LeaderboardService:
         key = task.primary_metric_key(profile)
         with self.db.read() as db:
             results = boards.session_results(db, task.name, profile)
-        board = rank_sessions(results, key, task.direction)
+        board = with_paired(rank_sessions(results, key, task.direction), results, key)
         board["groups"] = agent_groups(results, key, task.direction)  # finished sessions only
         if not operator:
             board["rows"] = [_public_row(row) for row in board["rows"]]
@@ -92,12 +93,15 @@ class LeaderboardService:
             calls = queries.tool_calls(db, session.id)
             final = queries.get_final(db, session.id)
             curves = boards.agent_final_curves(db, session.task, session.profile, REFERENCE_AGENT)
+            results = boards.session_results(db, session.task, session.profile)
             final_n = next((t.n for t in tests if final and t.id == final.test_id), None)
             usage = queries.get_usage(db, session.id)
+            key = task.primary_metric_key(session.profile)
+            paired, agent_paired = session_paired(results, session.id, key)
             return {
                 **summary,
                 "redacted": False,
-                "metric": task.primary_metric_key(session.profile),
+                "metric": key,
                 "direction": task.direction,
                 "hidden_metrics": list(task.hidden_metrics),
                 "final": None if final is None else _final(final_n, final.kind),
@@ -105,6 +109,9 @@ class LeaderboardService:
                 "transcript": [_call(c) for c in calls],
                 "reference_curve": compare.reference_curve(curves),
                 "usage": None if usage is None else usage.to_dict(),
+                "paired": paired,
+                "agent_paired": agent_paired,
+                "paired_rule": PAIRED_RULE,
             }
 
     # ── Comparing sessions ──────────────────────────────────────────────────
@@ -165,7 +172,9 @@ def _public_row(row: dict[str, Any]) -> dict[str, Any]:
     """A board row as callers without the operator key see it: running rows carry no metrics."""
     if row["session_status"] != "active":
         return row
-    hidden = {"value", "delta", "noise", "metrics", "elapsed_s", "agent_stats", "final_test"}
+    hidden = {
+        "value", "delta", "noise", "paired", "metrics", "elapsed_s", "agent_stats", "final_test",
+    }  # fmt: skip
     return {k: (({} if k == "metrics" else None) if k in hidden else v) for k, v in row.items()}
 
 

@@ -121,7 +121,10 @@ def test_index_offers_picking_sessions_and_agent_groups(server: str, filled: Fil
     assert "sneaky" not in groups  # running: no scored final
     assert groups["alice"]["n"] == 1 and groups["alice"]["mean"] == pytest.approx(4.8)
     assert groups["baseline:cross_entropy"]["std"] == pytest.approx(0.02)
-    assert groups["alice"]["paired_delta"] == {"n": 1, "mean": pytest.approx(-0.2), "std": None}
+    assert groups["alice"]["paired_delta"] == {
+        "n": 1, "mean": pytest.approx(-0.2), "std": None,
+        "se": None, "resolution": "unknown", "seeds_to_resolve": None,
+    }  # fmt: skip
     picked = get(server, "/", headers=OPERATOR)
     assert f'value="{filled.running}"' in picked  # the operator may compare running sessions
 

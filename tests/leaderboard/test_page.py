@@ -48,8 +48,8 @@ def test_board_rows_in_rank_order_with_baselines_marked(server: str, filled: Fil
     assert baseline_rows == {filled.smoothing, *filled.ce}
     good = rows[0]["cells"]
     assert good[1].startswith("alice") and good[2] == "4.8000" and good[3] == "-0.2000"
-    assert good[4] == "outside noise" and good[6] == "#2"
-    assert "auto" in rows[5]["cells"][6] and "auto" not in good[6]
+    assert good[4] == "outside noise" and good[5] == "-0.2000" and good[7] == "#2"
+    assert "auto" in rows[5]["cells"][7] and "auto" not in good[7]
     assert "5.0000 ± 0.0200 (n=3)" in text  # the cross_entropy reference, mean ± std
     assert rows[3]["cells"][4] == "within noise"
     assert NOISE_RULE in html.unescape(text)

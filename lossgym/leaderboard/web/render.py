@@ -30,7 +30,8 @@ def _environment() -> Environment:
     )
     env.filters.update(
         num=view.num, signed=view.signed, pm=view.pm, noise_class=view.noise_class, when=view.when,
-        usd=view.usd,
+        usd=view.usd, paired=view.paired, resolution=view.resolution,
+        resolution_class=view.resolution_class,
     )  # fmt: skip
     env.globals.update(diff_class=view.diff_class, compare_href=view.compare_href)
     return env

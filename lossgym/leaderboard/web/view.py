@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from lossgym.leaderboard.compare import MAX_SESSIONS
+from lossgym.leaderboard.paired import MAX_SEEDS_TO_RESOLVE
 
 FIXED_COLUMNS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "rank": lambda row: row["rank"],
@@ -21,6 +22,7 @@ FIXED_COLUMNS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "value": lambda row: row["value"],
     "delta": lambda row: row["delta"],
     "noise": lambda row: row["noise"],
+    "paired": lambda row: (row["paired"] or {}).get("mean"),
     "tests": lambda row: row["tests_used"],
     "date": lambda row: row["date"],
     "elapsed": lambda row: row["elapsed_s"],
@@ -124,6 +126,34 @@ def pm(stat: dict[str, Any] | None, sign: bool = False) -> str:
     if stat.get("std") is not None:
         text += f" \u00b1 {num(stat['std'])}"
     return f"{text} (n={stat['n']})"
+
+
+def paired(stat: dict[str, Any] | None) -> str:
+    """A paired delta: '+0.0123' for one session, '+0.0123 ± 0.0040 (n=3)' (± its standard
+    error) over several, '—' when no seed pairs with cross_entropy."""
+    if not stat or stat.get("mean") is None:
+        return "\u2014"
+    if stat.get("se") is None:  # one session: no standard error
+        return signed(stat["mean"])
+    return f"{signed(stat['mean'])} \u00b1 {num(stat['se'])} (n={stat['n']})"
+
+
+def resolution(stat: dict[str, Any] | None) -> str:
+    """A paired stat's flag, with the seeds that would resolve it when it is unresolved."""
+    if not stat or stat.get("resolution") is None:
+        return ""
+    if stat["resolution"] != "unresolved":
+        return str(stat["resolution"])
+    needed = stat.get("seeds_to_resolve")
+    if needed is None:
+        return f"unresolved (not within {MAX_SEEDS_TO_RESOLVE:,} seeds)"
+    return f"unresolved ({needed} seeds would resolve it)"
+
+
+def resolution_class(stat: dict[str, Any] | None) -> str:
+    """CSS class of a paired stat's flag (styled as the noise flags)."""
+    flag = (stat or {}).get("resolution")
+    return {"resolved": "outside", "unresolved": "within"}.get(flag or "", "unknown")
 
 
 def usd(value: float | None) -> str:
