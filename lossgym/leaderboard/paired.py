@@ -117,17 +117,17 @@ def with_paired(
     by_agent: dict[str, list[SessionResult]] = defaultdict(list)
     for result in results:
         by_agent[result.agent].append(result)
+    # One summary per agent, shared by its rows: a board of n sessions costs O(n), not O(n²).
+    agent_paired = {agent: paired_of(runs, key, by_seed) for agent, runs in by_agent.items()}
     rows = []
     for row in board["rows"]:
         own = by_id.get(row["session_id"])
         paired = paired_of([own], key, by_seed) if own is not None else None
         group = row["agent_stats"]
         if group is not None:
-            group = {**group, "paired": paired_of(by_agent[row["agent"]], key, by_seed)}
+            group = {**group, "paired": agent_paired.get(row["agent"])}
         rows.append({**row, "paired": paired, "agent_stats": group})
-    baselines = [
-        {**b, "paired": paired_of(by_agent[b["agent"]], key, by_seed)} for b in board["baselines"]
-    ]
+    baselines = [{**b, "paired": agent_paired.get(b["agent"])} for b in board["baselines"]]
     return {**board, "paired_rule": PAIRED_RULE, "rows": rows, "baselines": baselines}
 
 
