@@ -110,9 +110,7 @@ class EpisodeService:
                 f"Agent names starting with {BASELINE_PREFIX!r} are reserved for the operator's "
                 "baseline runs; send the operator key, or choose another name."
             )
-        task = self._task_for_agent(task_name)
-        profile = _known_profile(task, profile)
-        workspace = task.new_workspace(max_content_bytes=self.settings.max_content_bytes)
+        task, profile, workspace = self._fresh(task_name, profile)
         token = secrets.token_urlsafe(24)
         session = SessionRow(
             id=secrets.token_hex(8),
@@ -142,10 +140,13 @@ class EpisodeService:
 
     def task_description(self, task_name: str, profile: str | None = None) -> str:
         """What an agent reads first: the `description` a new session of this task gets."""
+        return self._description(*self._fresh(task_name, profile))
+
+    def _fresh(self, task_name: str, profile: str | None) -> tuple[Task, str, Workspace]:
+        """A task, its checked profile and a new workspace: what a session starts from."""
         task = self._task_for_agent(task_name)
         profile = _known_profile(task, profile)
-        workspace = task.new_workspace(max_content_bytes=self.settings.max_content_bytes)
-        return self._description(task, profile, workspace)
+        return task, profile, task.new_workspace(max_content_bytes=self.settings.max_content_bytes)
 
     def session_for_token(self, token: str) -> str:
         """The session a token opens; a token never changes owner, so hits are cached."""
