@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         "",
         description="GPU ids the worker may hand out, e.g. '0,1,2,3'; 'none'; empty: all it sees.",
     )
+    warm_start: bool = Field(
+        True,
+        description="Keep one sandbox started ahead, torch imported, for the next pre-flight "
+        "check and the next CPU training run (each is used once; ~0.3-1 GB idle).",
+    )
 
     # Sandbox: how a test's processes run (SPEC §6).
     runner: Literal["local", "docker"] = Field(

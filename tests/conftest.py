@@ -63,6 +63,9 @@ def settings(tmp_path: Path, data_dir: Path) -> Settings:
         operator_key=OPERATOR_KEY,
         worker_poll_s=0.2,
         isolation=isolation_for_tests(),
+        # Sandboxes started ahead hold ~1 GB each while idle; the tests that
+        # are about them turn this on (tests/sandbox/test_warm_start.py).
+        warm_start=False,
     ).resolved()
 
 

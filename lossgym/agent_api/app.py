@@ -30,7 +30,8 @@ def create_app(settings: Settings) -> FastAPI:
         db = Database(settings.database)
         db.create_schema()
         tasks = TaskCache(settings.tasks_dir)
-        app.state.service = EpisodeService(settings, db, tasks, _preflight(settings))
+        preflight = _preflight(settings)
+        app.state.service = EpisodeService(settings, db, tasks, preflight)
         app.state.leaderboard = LeaderboardService(db, tasks)
         app.state.mcp = mcp.McpEndpoint(app.state.service, app.version)
         stop = threading.Event()
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
             stop.set()
             if worker_thread is not None:
                 worker_thread.join(timeout=30)
+            preflight.close()
             db.dispose()
 
     app = FastAPI(
@@ -75,7 +77,12 @@ def _preflight(settings: Settings) -> PreflightCheck:
     runner = make_runner(settings)
     if not runner.isolated:
         log.warning(UNISOLATED_WARNING)
-    return Preflight(runner, settings.runs_dir / "preflight", settings.preflight_per_minute)
+    return Preflight(
+        runner,
+        settings.runs_dir / "preflight",
+        settings.preflight_per_minute,
+        warm=settings.warm_start,
+    )
 
 
 def _start_worker(

@@ -78,6 +78,10 @@ class PreflightCheck(Protocol):
         """Raise AgentError (RateLimited, too) with the agent's text unless it passes."""
         ...
 
+    def close(self) -> None:
+        """Stop whatever it keeps running between checks."""
+        ...
+
 
 class EpisodeService:
     def __init__(

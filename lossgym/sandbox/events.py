@@ -18,7 +18,8 @@ from typing import Any
 from lossgym.env import episode, reports
 from lossgym.env.catalog import TaskCache
 from lossgym.errors import NotFound
-from lossgym.sandbox.stages import TRAIN_LINE, TRAIN_LOG
+from lossgym.sandbox.stages import TRAIN_LINE
+from lossgym.sandbox.training import TRAIN_LOG
 from lossgym.store import queries
 from lossgym.store.db import Database
 

@@ -10,6 +10,7 @@ and a workspace is never smoke-run twice (verdicts are kept by content hash).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -33,6 +34,7 @@ from lossgym.sandbox.runner import (
     base_env,
     redact_host_paths,
 )
+from lossgym.sandbox.standby import IDLE_S, Standby
 
 PREFIX = "ERROR: Pre-flight check failed (no test was used): "
 FIX = "Fix it with edit, then call test again."
@@ -74,8 +76,13 @@ class Preflight:
         work_dir: Path,
         per_minute: int = 10,
         at_once: int = 2,
+        warm: bool = False,
     ) -> None:
+        """`warm`: keep a smoke sandbox started ahead for the next check (the service
+        does; call close() at shutdown), so a check costs no Python start-up."""
         self.runner, self.work_dir, self.per_minute = runner, work_dir, per_minute
+        self.warm, self._closed = warm, False
+        self._standbys: dict[str, _SmokeStandby] = {}
         self._slots = threading.BoundedSemaphore(at_once)
         self._lock = threading.Lock()
         self._recent: dict[str, deque[float]] = {}
@@ -135,22 +142,14 @@ class Preflight:
     def _smoke_file(
         self, path: str, script: str, regions: Sequence[Region], spec: PreflightSpec
     ) -> str | None:
-        run_dir = self.work_dir / f"smoke-{secrets.token_hex(8)}"
-        inbox = run_dir / "in"
-        inbox.mkdir(parents=True)
         nonce = secrets.token_hex(16)
         request = {"path": path, "script": script, "nonce": nonce,
                    "regions": [r.to_dict() for r in regions]}  # fmt: skip
-        (inbox / "request.json").write_text(json.dumps(request), encoding="utf-8")
-        run = RunSpec(
-            [PYTHON, "-I", "-m", "lossgym.trainer.smoke", str(inbox / "request.json")],
-            inbox, run_dir / "smoke.log", spec.time_limit_s,
-            base_env({"OMP_NUM_THREADS": "1", "HOME": str(inbox)}),
-            mounts=[Mount(inbox)], limits=Limits.of(spec.limits),
-        )  # fmt: skip
+        standby = self._take(spec)
         try:
-            result = self.runner.run(run)
-            log = run.log_path.read_text(encoding="utf-8", errors="replace")
+            standby.go(request, spec.time_limit_s)
+            result = standby.wait()
+            log = standby.log_path.read_text(encoding="utf-8", errors="replace")
         except (OSError, ValueError) as error:
             why = redact_host_paths(str(error))
             raise ServiceUnavailable(
@@ -158,8 +157,69 @@ class Preflight:
                 "Try again shortly."
             ) from error
         finally:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.rmtree(standby.run_dir, ignore_errors=True)
+        if self.warm:
+            self._replenish(spec)
         return _verdict(log, nonce, result.timed_out, spec)
+
+    def _take(self, spec: PreflightSpec) -> _SmokeStandby:
+        """A warm smoke sandbox for `spec`'s limits, or a cold one started now."""
+        with self._lock:
+            standby = self._standbys.pop(_limits_key(spec), None)
+        if standby is not None and standby.usable:
+            return standby
+        if standby is not None:
+            standby.discard()
+        return _SmokeStandby(self.runner, self.work_dir, spec)
+
+    def _replenish(self, spec: PreflightSpec) -> None:
+        """Start the next check's sandbox now, so that it has imported torch by then."""
+        key = _limits_key(spec)
+        with self._lock:
+            if key in self._standbys or self._closed:
+                return
+            # On failure the next check starts cold, and reports the problem.
+            with contextlib.suppress(OSError):
+                self._standbys[key] = _SmokeStandby(self.runner, self.work_dir, spec)
+
+    def close(self) -> None:
+        """Stop the warm sandboxes (the service is shutting down)."""
+        with self._lock:
+            self._closed = True
+            standbys, self._standbys = list(self._standbys.values()), {}
+        for standby in standbys:
+            standby.discard()
+
+
+class _SmokeStandby(Standby):
+    """A sandbox running `lossgym.trainer.smoke`, waiting for its one request."""
+
+    def __init__(self, runner: Runner, work_dir: Path, spec: PreflightSpec) -> None:
+        self.run_dir = work_dir / f"smoke-{secrets.token_hex(8)}"
+        inbox = self.run_dir / "in"
+        inbox.mkdir(parents=True)
+        self.log_path = self.run_dir / "smoke.log"
+        run = RunSpec(
+            [PYTHON, "-I", "-m", "lossgym.trainer.smoke",
+             "--wait-inbox", str(inbox), "--idle-s", str(IDLE_S)],
+            inbox, self.log_path, IDLE_S + spec.time_limit_s + 30,
+            base_env({"OMP_NUM_THREADS": "1", "HOME": str(inbox)}),
+            mounts=[Mount(inbox)], limits=Limits.of(spec.limits),
+        )  # fmt: skip
+        super().__init__(runner, run, inbox)
+
+    def discard(self) -> None:
+        self.cancel()
+        threading.Thread(target=self._cleanup, daemon=True).start()
+
+    def _cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            self.wait()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _limits_key(spec: PreflightSpec) -> str:
+    return json.dumps(spec.model_dump(), sort_keys=True)
 
 
 def _source(lines: list[str], region: Region) -> str:

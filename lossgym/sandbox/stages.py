@@ -9,16 +9,20 @@ process prints can become a final metric: metrics come from `eval/metrics.json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
+import shutil
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lossgym.env.task import StageSpec, Task
-from lossgym.sandbox.run_record import build_record, complete_record, write_record
+from lossgym.sandbox.run_record import complete_record
 from lossgym.sandbox.runner import (
     PYTHON,
     Limits,
@@ -29,15 +33,22 @@ from lossgym.sandbox.runner import (
     base_env,
     redact_host_paths,
 )
+from lossgym.sandbox.standby import Standby
+from lossgym.sandbox.training import (
+    StageDirs,
+    TrainingRun,
+    WarmTraining,
+    start_training,
+)
 
 TRAIN_LINE = re.compile(
     r"^TRAIN_METRICS: step=(\d+), train_loss=([-+0-9.eEnaif]+), val_loss=([-+0-9.eEnaif]+)$"
 )
 LOG_TAIL_BYTES = 8_000
-TRAIN_LOG = "train.log"  # in each stage's run directory: the training process's output
 LOG_READ_BYTES = 1_000_000
 EVAL_TIME_LIMIT_S = 1800.0
 EVAL_EXIT_BAD_CHECKPOINT = 1  # lossgym.trainer.evaluate: the checkpoint is missing or rejected
+CHECKPOINT = "model.safetensors"  # what training writes to out/ and the evaluator reads
 
 
 @dataclass
@@ -109,16 +120,48 @@ def train_job(
     )
 
 
-def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> StageOutcome:
+def run_train_stage(
+    job: StageJob, runner: Runner, cancel: threading.Event, warm: WarmTraining | None = None
+) -> StageOutcome:
+    """Train, then evaluate: both sandboxes start at once and import while the other works.
+
+    The evaluator imports torch and waits while training runs; it gets the
+    checkpoint once training's processes are gone. `warm` may hold a training
+    sandbox started ahead for this kind of stage.
+    """
     try:
-        layout = _prepare_run_dir(job)
-        result = runner.run(_train_spec(job, layout), cancel)
-    except OSError as error:  # no disk, no torchrun: nothing the agent did
+        training = start_training(runner, job, warm)
+        evaluator = Standby(runner, _eval_spec(job, training.dirs), training.dirs.eval_in)
+    except OSError as error:  # no disk: nothing the agent did
         return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
-    outcome = _read_training(layout["log"], result)
-    outcome.info["run"] = complete_record(job.run_dir, layout["log"])
-    checkpoint = layout["out"] / "model.safetensors"
-    if outcome.status == "failed" and result.exit_code and checkpoint.is_file():
+    training.follow(cancel)
+    evaluator.follow(cancel)
+    try:
+        outcome = _train(job, training)
+        if outcome.status == "ok":
+            evaluator.go({}, EVAL_TIME_LIMIT_S)
+            return _evaluate(outcome, training.dirs, evaluator)
+    finally:
+        training.cancel()  # no-ops once they ended: this stops what did not end well
+        evaluator.cancel()
+    with contextlib.suppress(OSError):
+        evaluator.wait()
+    return outcome
+
+
+def _train(job: StageJob, training: TrainingRun) -> StageOutcome:
+    """The training run, then its checkpoint handed to the evaluator's inbox."""
+    dirs = training.dirs
+    try:
+        training.start_job(job)
+        result = training.wait()
+    except OSError as error:  # no torchrun, no sandbox: nothing the agent did
+        return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
+    outcome = _read_training(dirs, result)
+    outcome.info["run"] = complete_record(dirs.root, dirs.log)
+    checkpoint = dirs.out / CHECKPOINT
+    written = _regular_file(checkpoint)
+    if outcome.status == "failed" and result.exit_code and written:
         # A rank that dies after rank 0 wrote the checkpoint (torch's gloo
         # teardown occasionally aborts a rank at exit) changes nothing that
         # counts: the checkpoint is complete (written, then renamed) and the
@@ -126,19 +169,46 @@ def run_train_stage(job: StageJob, runner: Runner, cancel: threading.Event) -> S
         # for a crash of the library, so evaluate and keep the exit code.
         outcome.status, outcome.reason = "ok", ""
         outcome.info["exit_code_after_checkpoint"] = result.exit_code
-    if outcome.status != "ok":
-        return outcome
-    if not checkpoint.is_file():
+    if outcome.status == "ok" and not written:
         outcome.status, outcome.reason = "failed", "The training run wrote no checkpoint."
-        return outcome
+    if outcome.status == "ok":
+        try:
+            _hand_over(checkpoint, dirs.eval_in / CHECKPOINT)
+        except OSError as error:
+            return StageOutcome(
+                status="error", infra=True, reason=f"could not hand over the checkpoint: {error}"
+            )
+    return outcome
+
+
+def _evaluate(outcome: StageOutcome, dirs: StageDirs, evaluator: Standby) -> StageOutcome:
     try:
-        evaluation = runner.run(_eval_spec(job, layout, checkpoint), cancel)
+        evaluation = evaluator.wait()
     except OSError as error:
         return StageOutcome(
             status="error", infra=True, reason=f"could not start evaluation: {error}"
         )
     outcome.eval_s = evaluation.seconds
-    return _read_evaluation(outcome, layout, evaluation)
+    return _read_evaluation(outcome, dirs.eval, evaluation)
+
+
+def _regular_file(path: Path) -> bool:
+    """A plain file, not a link: training's output dir is the agent's to fill."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _hand_over(checkpoint: Path, target: Path) -> None:
+    """Give the evaluator the checkpoint: a hard link (instant at any size), else a copy.
+
+    Training's processes are gone by now, so the file can no longer change.
+    """
+    try:
+        os.link(checkpoint, target, follow_symlinks=False)
+    except OSError:
+        shutil.copyfile(checkpoint, target, follow_symlinks=False)
 
 
 @dataclass
@@ -167,7 +237,7 @@ def run_lm_eval_stage(job: LmEvalJob, runner: Runner, cancel: threading.Event) -
     except OSError as error:
         return StageOutcome(status="error", infra=True, reason=f"could not start lm-eval: {error}")
     outcome = StageOutcome(status="ok", exit_code=evaluation.exit_code, eval_s=evaluation.seconds)
-    return _read_evaluation(outcome, layout, evaluation)
+    return _read_evaluation(outcome, layout["eval"], evaluation)
 
 
 def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
@@ -196,86 +266,34 @@ def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
     )  # fmt: skip
 
 
-def _prepare_run_dir(job: StageJob) -> dict[str, Path]:
-    layout = {
-        name: job.run_dir / name for name in ("workspace", "train_data", "out", "eval", "log")
-    }
-    for name in ("workspace", "train_data", "out", "eval"):
-        layout[name].mkdir(parents=True, exist_ok=True)
-    layout["log"] = job.run_dir / TRAIN_LOG
-    for rel, text in job.files.items():
-        path = layout["workspace"] / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    # Only the train and monitor splits are visible to the training process.
-    for shard in visible_shards(job.dataset_dir):
-        link = layout["train_data"] / shard.name
-        if not link.exists():
-            link.symlink_to(shard)
-    config = dict(job.train_config)
-    config.update(seed=job.seed, data_dir=str(layout["train_data"]), out_dir=str(layout["out"]))
-    (job.run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    write_record(job.run_dir, build_record(job, config))
-    (layout["eval"] / "model.json").write_text(json.dumps(job.model_config, indent=2))
-    return layout
-
-
-def visible_shards(dataset_dir: Path) -> list[Path]:
-    """The shards training may read: train and monitor splits, never val."""
-    shards = sorted(dataset_dir.glob("*.bin"))
-    return [s.resolve() for s in shards if s.name.startswith(("train_", "monitor_"))]
-
-
-def _train_spec(job: StageJob, layout: dict[str, Path]) -> RunSpec:
-    # -I everywhere: no workspace directory on sys.path, no PYTHON* variables.
-    argv = [
-        PYTHON, "-I", "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={job.nproc}", "--no-python",
-        PYTHON, "-I", "-u", "-m", "lossgym.trainer.launch",
-        "--script", job.entrypoint, "--regions", json.dumps(job.regions),
-    ]  # fmt: skip
-    env = base_env(
-        {
-            "LOSSGYM_CONFIG": str(job.run_dir / "config.json"),
-            "OMP_NUM_THREADS": "1",
-            "HOME": str(layout["out"]),
-            "TMPDIR": str(layout["out"]),
-        }
-    )
-    # Training sees its workspace, its config, the train and monitor shards
-    # (through the symlinks in train_data/) and writes only to out/.
-    mounts = [Mount(layout["workspace"]), Mount(job.run_dir / "config.json")]
-    mounts += [Mount(layout["train_data"])] + [Mount(s) for s in visible_shards(job.dataset_dir)]
-    mounts.append(Mount(layout["out"], writable=True))
-    pid_file = job.run_dir / "pid"
-    return RunSpec(
-        argv, layout["workspace"], layout["log"], job.time_limit_s, env, pid_file,
-        mounts=mounts, gpus=job.gpus, limits=job.limits,
-    )  # fmt: skip
-
-
-def _eval_spec(job: StageJob, layout: dict[str, Path], checkpoint: Path) -> RunSpec:
+def _eval_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
+    inbox = dirs.eval_in
     argv = [
         PYTHON, "-I", "-m", "lossgym.trainer.evaluate",
-        "--checkpoint", str(checkpoint),
-        "--model-config", str(layout["eval"] / "model.json"),
+        "--checkpoint", str(inbox / CHECKPOINT),
+        "--model-config", str(dirs.eval / "model.json"),
         "--data-dir", str(job.dataset_dir.resolve()),
         "--label", job.label,
         "--val-tokens", str(job.val_tokens),
-        "--out", str(layout["eval"] / "metrics.json"),
+        "--out", str(dirs.eval / "metrics.json"),
+        "--wait-inbox", str(inbox),
+        "--idle-s", str(job.time_limit_s + 60),
     ]  # fmt: skip
-    env = base_env({"HOME": str(layout["eval"])})
-    # The evaluator sees the checkpoint, the model config and the val shards only.
+    env = base_env({"HOME": str(dirs.eval)})
+    # The evaluator sees its inbox (the checkpoint, once handed over), the model
+    # config and the val shards only.
     val = sorted(s.resolve() for s in job.dataset_dir.glob("val_*.bin"))
-    mounts = [Mount(checkpoint), *map(Mount, val), Mount(layout["eval"], writable=True)]
+    mounts = [Mount(inbox), *map(Mount, val), Mount(dirs.eval, writable=True)]
+    # Its own limit (EVAL_TIME_LIMIT_S) counts from the hand-over (Standby.go).
+    limit = job.time_limit_s + EVAL_TIME_LIMIT_S + 120
     return RunSpec(
-        argv, layout["eval"], job.run_dir / "eval.log", EVAL_TIME_LIMIT_S, env,
-        mounts=mounts, gpus=job.gpus, limits=job.limits,
+        argv, dirs.eval, dirs.root / "eval.log", limit, env,
+        dirs.root / "eval.pid", mounts=mounts, gpus=job.gpus, limits=job.limits,
     )  # fmt: skip
 
 
-def _read_training(log_path: Path, result: RunResult) -> StageOutcome:
-    text = _read_text(log_path)
+def _read_training(dirs: StageDirs, result: RunResult) -> StageOutcome:
+    text = _read_text(dirs.log)
     curve, lines = parse_train_metrics(text)
     outcome = StageOutcome(
         status="ok",
@@ -283,8 +301,8 @@ def _read_training(log_path: Path, result: RunResult) -> StageOutcome:
         curve=curve,
         train_lines=lines,
         # Paths as the agent knows them: relative to its workspace; no host paths.
-        log_tail=agent_text(agent_log(text), log_path.parent)[-LOG_TAIL_BYTES:],
-        log_path=str(log_path),
+        log_tail=agent_text(agent_log(text), dirs.root)[-LOG_TAIL_BYTES:],
+        log_path=str(dirs.log),
         train_s=result.seconds,
     )
     if result.timed_out:
@@ -297,13 +315,11 @@ def _read_training(log_path: Path, result: RunResult) -> StageOutcome:
     return outcome
 
 
-def _read_evaluation(
-    outcome: StageOutcome, layout: dict[str, Path], evaluation: RunResult
-) -> StageOutcome:
-    metrics_file = layout["eval"] / "metrics.json"
+def _read_evaluation(outcome: StageOutcome, eval_dir: Path, evaluation: RunResult) -> StageOutcome:
+    metrics_file = eval_dir / "metrics.json"
     if evaluation.exit_code != 0 or not metrics_file.is_file():
-        eval_log = _read_text(layout["eval"].parent / "eval.log").strip().splitlines()
-        why = agent_text(eval_log[-1], layout["eval"].parent) if eval_log else "no output"
+        eval_log = _read_text(eval_dir.parent / "eval.log").strip().splitlines()
+        why = agent_text(eval_log[-1], eval_dir.parent) if eval_log else "no output"
         outcome.exit_code = evaluation.exit_code
         # Exit 1: the checkpoint was missing or rejected, which the training run
         # (the agent's code) caused. Anything else is the evaluator's problem.
@@ -322,7 +338,11 @@ def _read_evaluation(
 
 
 def agent_text(text: str, run_dir: Path) -> str:
-    """`text` without this host's paths: the workspace's become relative, others tags."""
+    """`text` without this host's paths: the workspace's become relative, others tags.
+
+    `run_dir` is a stage's real directory, `<runs>/job-N/attempt-K/<label>` or a
+    warm slot's `<runs>/warm/training/slot-X`: both sit three levels down.
+    """
     text = text.replace(f"{run_dir / 'workspace'}/", "")
     return redact_host_paths(text, {run_dir.parent.parent.parent: "<runs>"})
 

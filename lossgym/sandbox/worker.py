@@ -31,6 +31,7 @@ from lossgym.sandbox.stages import (
     run_train_stage,
     train_job,
 )
+from lossgym.sandbox.training import WarmTraining
 from lossgym.store import queries
 from lossgym.store.db import Database
 from lossgym.store.models import utcnow
@@ -56,19 +57,33 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.gpus = configured_gpus(settings.gpus)
         self.alive_file = alive_file  # touched while the worker works: a health check reads it
+        # Training sandboxes started ahead (CPU stages), each for one later job.
+        self.warm = (
+            WarmTraining(self.runner, settings.runs_dir / "warm" / "training")
+            if settings.warm_start
+            else None
+        )
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s started (runner %s, GPUs %s)", self.id, self.runner.name,
                  ",".join(self.gpus) or "none")  # fmt: skip
-        while not stop.is_set():
-            self._touch_alive()
-            try:
-                worked = self.run_once(stop)
-            except Exception:  # keep serving other jobs; the lease brings this one back
-                log.exception("worker %s: job crashed", self.id)
-                worked = False
-            if not worked:
-                stop.wait(self.settings.worker_poll_s)
+        try:
+            while not stop.is_set():
+                self._touch_alive()
+                try:
+                    worked = self.run_once(stop)
+                except Exception:  # keep serving other jobs; the lease brings this one back
+                    log.exception("worker %s: job crashed", self.id)
+                    worked = False
+                if not worked:
+                    stop.wait(self.settings.worker_poll_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the sandboxes started ahead (run_forever does this when it stops)."""
+        if self.warm is not None:
+            self.warm.close()
 
     def run_once(self, stop: threading.Event | None = None) -> bool:
         """Claim and run one job; False when the queue was empty."""
@@ -101,7 +116,16 @@ class Worker:
                     results.requeue(db, claimed, "the worker shut down during the test")
             return True
         self._conclude(claimed, task, outcomes)
+        self._prepare_next(claimed, task)
         return True
+
+    def _prepare_next(self, claimed: ClaimedJob, task: Task) -> None:
+        """Start the next test's training sandbox now: the agent is thinking meanwhile."""
+        if self.warm is None:
+            return
+        for position, stage in enumerate(task.spec.profiles[claimed.profile].stages):
+            if stage.kind == "train" and not stage.gpus:
+                self.warm.prepare(self._stage_job(claimed, task, position))
 
     def _touch_alive(self) -> None:
         if self.alive_file is not None:
@@ -163,9 +187,8 @@ class Worker:
                 job = self._lm_eval_job(claimed, task, position)
                 outcome = run_lm_eval_stage(job, self.runner, cancel)
             else:
-                outcome = run_train_stage(
-                    self._stage_job(claimed, task, position), self.runner, cancel
-                )
+                stage_job = self._stage_job(claimed, task, position)
+                outcome = run_train_stage(stage_job, self.runner, cancel, self.warm)
             if cancel.is_set():
                 return None
             outcomes.append(outcome)
@@ -232,8 +255,9 @@ class Worker:
 
 
 def kill_stale_attempts(runner: Runner, job_dir: Path, current_attempt: int | None) -> None:
-    """Kill what other attempts of this job left running (their `pid` files say what)."""
-    for pid_file in job_dir.glob("attempt-*/*/pid"):
+    """Kill what other attempts of this job left running (their pid files say what:
+    `pid` for training, `eval.pid` for its evaluator)."""
+    for pid_file in [*job_dir.glob("attempt-*/*/pid"), *job_dir.glob("attempt-*/*/eval.pid")]:
         if pid_file.parent.parent.name != f"attempt-{current_attempt}":
             log.warning("cleaning up after %s", pid_file.parent)
             runner.kill_stale(pid_file)

@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from lossgym.trainer.hashing import file_sha256
 from lossgym.trainer.model import GPT, CheckpointError, GPTConfig, load_checkpoint
 from lossgym.trainer.shards import ShardError, list_shards, read_shard
+from lossgym.trainer.wait import wait_for_job
 
 EXIT_CHECKPOINT, EXIT_SETUP, EXIT_INTERNAL = 1, 2, 3
 
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where to write the metrics JSON")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument(
+        "--wait-inbox",
+        help="start warm: import, then wait for job.json in this directory before reading "
+        "the checkpoint (lossgym.sandbox.standby)",
+    )
+    p.add_argument("--idle-s", type=float, default=600.0, help="with --wait-inbox: give up after")
     return p
 
 
@@ -192,6 +199,8 @@ def run_trusted(
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.wait_inbox:
+        wait_for_job(args.wait_inbox, args.idle_s)
     return run_trusted("evaluate", lambda: evaluate(args), args.out, args.checkpoint)
 
 

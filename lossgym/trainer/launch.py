@@ -3,6 +3,10 @@
     torchrun ... --no-python python -I -u -m lossgym.trainer.launch \\
         --script nanoGPT/custom_pretrain.py \\
         --regions '[{"name": "compute_loss", "start": 228, "end": 230}, ...]'
+    torchrun ... --no-python python -I -u -m lossgym.trainer.launch --wait-inbox DIR
+
+The second form starts warm (lossgym.sandbox.standby): each rank imports
+torch, then waits for DIR/job.json, `{"script": ..., "regions": [...]}`.
 
 The worker passes the regions' spans from the session's stored state (trusted),
 not from the file. The script runs as `__main__` from its read-only lines only:
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lossgym.trainer.agent_code import HOOK_CALL, blank_regions, load_regions, regions_in
+from lossgym.trainer.wait import wait_for_job
 
 
 def run_script(script_path: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
@@ -44,12 +49,34 @@ def run_script(script_path: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
     return main_module.__dict__
 
 
+def warm_up() -> None:
+    """Import what the training script imports, before its job is known."""
+    import numpy  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import torch  # noqa: F401
+    import torch.distributed  # noqa: F401
+    import torch.nn.functional  # noqa: F401
+    import torch.nn.parallel  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--script", required=True, help="the workspace's training script")
-    parser.add_argument("--regions", required=True, help="JSON list of {name, start, end}")
+    parser.add_argument("--script", help="the workspace's training script")
+    parser.add_argument("--regions", help="JSON list of {name, start, end}")
+    parser.add_argument(
+        "--wait-inbox",
+        help="start warm: import torch, then wait for job.json ({script, regions}) here",
+    )
+    parser.add_argument("--idle-s", type=float, default=600.0, help="with --wait-inbox: give up")
     args = parser.parse_args(argv)
-    run_script(args.script, json.loads(args.regions))
+    if args.wait_inbox:
+        warm_up()
+        job = wait_for_job(args.wait_inbox, args.idle_s)
+        run_script(job["script"], job["regions"])
+    elif args.script and args.regions:
+        run_script(args.script, json.loads(args.regions))
+    else:
+        parser.error("give --script and --regions, or --wait-inbox")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Smoke run of the agent's compute_loss on random logits (pre-flight, SPEC §6.1).
 
     python -I -m lossgym.trainer.smoke REQUEST.json
+    python -I -m lossgym.trainer.smoke --wait-inbox DIR   (warm: the request is DIR/job.json)
 
 Runs inside the configured sandbox, never in the API process. The request is
 `{"path", "script", "regions": [{"name", "start", "end"}], "nonce"}`. The
@@ -14,8 +15,8 @@ cannot print a verdict of its own.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from lossgym.trainer.agent_code import (
     load_regions,
     regions_in,
 )
+from lossgym.trainer.wait import wait_for_job
 
 BATCH, TIME, VOCAB = 2, 16, 96
 VERDICT = "LOSSGYM_SMOKE"
@@ -65,8 +67,20 @@ def check(request: dict[str, Any]) -> str | None:
         return f"compute_loss failed: {type(error).__name__}: {error}"
 
 
-def main() -> None:
-    request = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lossgym.trainer.smoke")
+    parser.add_argument("request", nargs="?", help="the request's JSON file")
+    parser.add_argument("--wait-inbox", help="start warm: wait for job.json (the request) here")
+    parser.add_argument("--idle-s", type=float, default=600.0, help="with --wait-inbox: give up")
+    args = parser.parse_args(argv)
+    if args.wait_inbox:
+        import torch  # noqa: F401 - imported before the request arrives: that is the point
+
+        request = wait_for_job(args.wait_inbox, args.idle_s)
+    elif args.request:
+        request = json.loads(Path(args.request).read_text(encoding="utf-8"))
+    else:
+        parser.error("give a request file or --wait-inbox")
     problem = check(request)
     print(f"{VERDICT} {request['nonce']} {json.dumps({'ok': problem is None, 'error': problem})}")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from lossgym.env.workspace import Workspace
 from lossgym.sandbox.run_record import complete_record, device_from_log, workspace_hash
 from lossgym.sandbox.runner import RunResult, RunSpec
-from lossgym.sandbox.stages import StageJob, _prepare_run_dir, run_train_stage
+from lossgym.sandbox.stages import StageJob, run_train_stage
+from lossgym.sandbox.training import StageDirs, fill
 
 FILES = {"nanoGPT/custom_pretrain.py": "print('hi')\n", "notes.md": "é\n"}
 
@@ -47,7 +48,7 @@ class FakeRunner:
 
 def test_record_written_with_the_run_dir(tmp_path):
     job = _job(tmp_path)
-    _prepare_run_dir(job)
+    fill(job, StageDirs(job.run_dir).create(job.dataset_dir))
     record = json.loads((job.run_dir / "run.json").read_text())
     resolved = json.loads((job.run_dir / "config.json").read_text())
     assert record["config"] == resolved and resolved["seed"] == 7

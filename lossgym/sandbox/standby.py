@@ -1,0 +1,105 @@
+"""Warm runs: a sandboxed process started before its job is known.
+
+Most of a short test's overhead is Python importing torch: in torchrun, in
+each rank, in the evaluator and in the pre-flight smoke run. A `Standby` pays
+that ahead of time. It starts a run whose process imports what it needs, then
+waits for a job file (`lossgym.trainer.wait`) to appear in a directory the
+sandbox can read; `go()` writes the file and starts the run's own time limit.
+
+Each standby serves exactly one job and then exits: no process that ran one
+agent's code ever sees another's job. Until `go()`, no agent code is in it.
+The sandbox, mounts and limits are the runner's, as for any other run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lossgym.sandbox.runner import Runner, RunResult, RunSpec
+from lossgym.trainer.wait import JOB_FILE
+
+IDLE_S = 600.0  # a standby nobody used exits by itself after this long
+USABLE_S = IDLE_S - 60.0  # ...so it is only handed out while well short of that
+
+
+class Standby:
+    """One run started ahead of its job: `go(job, time_limit_s)`, then `wait()`."""
+
+    def __init__(self, runner: Runner, spec: RunSpec, inbox: Path) -> None:
+        self.inbox, self.started = inbox, time.monotonic()
+        self._stop = threading.Event()  # what the runner watches: cancel or time limit
+        self._limit_hit = False
+        self._cancelled = False
+        self._deadline: threading.Timer | None = None
+        self._result: RunResult | None = None
+        self._error: BaseException | None = None
+        self._go_at: float | None = None
+        self._thread = threading.Thread(target=self._run, args=(runner, spec), daemon=True)
+        self._thread.start()
+
+    def _run(self, runner: Runner, spec: RunSpec) -> None:
+        try:
+            self._result = runner.run(spec, self._stop)
+        except BaseException as error:  # noqa: BLE001 - re-raised by wait() in the caller
+            self._error = error
+
+    @property
+    def usable(self) -> bool:
+        """Still waiting for a job, and far enough from its idle exit to take one."""
+        fresh = time.monotonic() - self.started < USABLE_S
+        return self._go_at is None and fresh and self._thread.is_alive()
+
+    def go(self, job: dict[str, Any], time_limit_s: float) -> None:
+        """Hand the job over; the run's time limit counts from now."""
+        tmp = self.inbox / f".{JOB_FILE}.tmp"
+        tmp.write_text(json.dumps(job), encoding="utf-8")
+        os.replace(tmp, self.inbox / JOB_FILE)  # whole or absent, never half-written
+        self._go_at = time.monotonic()
+        self._deadline = threading.Timer(time_limit_s, self._time_limit)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _time_limit(self) -> None:
+        self._limit_hit = True
+        self._stop.set()
+
+    def cancel(self) -> None:
+        """Stop the run (used or not); wait() then reports it cancelled."""
+        self._cancelled = True
+        self._stop.set()
+
+    def follow(self, cancel: threading.Event | None) -> None:
+        """Cancel this run as soon as `cancel` is set (the worker's stop or the session's)."""
+        if cancel is None:
+            return
+
+        def watch() -> None:
+            while self._thread.is_alive():
+                if cancel.wait(0.2):
+                    self.cancel()
+                    return
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    def wait(self) -> RunResult:
+        """The run's result; `seconds` counts from go() (the job's own time)."""
+        self._thread.join()
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        result = self._result
+        timed_out = result.timed_out or (self._limit_hit and not self._cancelled)
+        seconds = time.monotonic() - self._go_at if self._go_at is not None else result.seconds
+        return RunResult(
+            exit_code=None if timed_out or result.cancelled else result.exit_code,
+            timed_out=timed_out,
+            cancelled=result.cancelled and not timed_out,
+            seconds=seconds,
+        )

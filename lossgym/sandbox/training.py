@@ -1,0 +1,223 @@
+"""The training run of a stage: its directory, its sandbox, and warm starts.
+
+A training run is torchrun with `nproc` ranks of `lossgym.trainer.launch`,
+started as a `Standby`: torchrun and the ranks import torch, then wait for the
+job (the script and its regions' spans) to be handed over. A cold start hands
+it over at once. A warm start (`WarmTraining`, CPU stages) uses a sandbox the
+worker started ahead in a directory of its own under `runs/warm/`; the stage's
+run directory is then a symlink to it.
+
+The layout of a stage's run directory:
+
+    workspace/    the agent's files (read-only to training)
+    train_data/   symlinks to the train and monitor shards, never val
+    out/          the only directory training may write (the checkpoint)
+    config.json   the training config: the profile's knobs, seed, paths
+    job/          the hand-over inbox of the training run
+    eval/         the evaluator's model.json and metrics.json
+    eval_in/      the evaluator's inbox: the checkpoint, once training is done
+    train.log, eval.log, pid, eval.pid, run.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lossgym.sandbox.run_record import build_record, write_record
+from lossgym.sandbox.runner import PYTHON, Mount, Runner, RunSpec, base_env
+from lossgym.sandbox.standby import IDLE_S, Standby
+
+if TYPE_CHECKING:
+    from lossgym.sandbox.stages import StageJob
+
+TRAIN_LOG = "train.log"  # in each stage's run directory: the training process's output
+
+
+@dataclass(frozen=True)
+class StageDirs:
+    root: Path  # the real directory (a warm slot's, when the run directory links to it)
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / "workspace"
+
+    @property
+    def train_data(self) -> Path:
+        return self.root / "train_data"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def job(self) -> Path:
+        return self.root / "job"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def eval_in(self) -> Path:
+        return self.root / "eval_in"
+
+    @property
+    def log(self) -> Path:
+        return self.root / TRAIN_LOG
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    def create(self, dataset_dir: Path) -> StageDirs:
+        for path in (self.workspace, self.train_data, self.out, self.job, self.eval, self.eval_in):
+            path.mkdir(parents=True, exist_ok=True)
+        # Only the train and monitor splits are visible to the training process.
+        for shard in visible_shards(dataset_dir):
+            link = self.train_data / shard.name
+            if not link.exists():
+                link.symlink_to(shard)
+        self.config.write_text("{}\n")  # a file mount needs the file; filled in place later
+        return self
+
+
+def visible_shards(dataset_dir: Path) -> list[Path]:
+    """The shards training may read: train and monitor splits, never val."""
+    shards = sorted(dataset_dir.glob("*.bin"))
+    return [s.resolve() for s in shards if s.name.startswith(("train_", "monitor_"))]
+
+
+def fill(job: StageJob, dirs: StageDirs) -> None:
+    """Write the job's workspace, config, run record and model config into `dirs`."""
+    for rel, text in job.files.items():
+        path = dirs.workspace / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    config = dict(job.train_config)
+    config.update(seed=job.seed, data_dir=str(dirs.train_data), out_dir=str(dirs.out))
+    # In place (same inode): the sandbox's file mount of it was made at start.
+    with open(dirs.config, "r+") as file:
+        file.truncate(0)
+        file.write(json.dumps(config, indent=2))
+    write_record(dirs.root, build_record(job, config))
+    (dirs.eval / "model.json").write_text(json.dumps(job.model_config, indent=2))
+
+
+class TrainingRun(Standby):
+    """torchrun and its ranks in the runner's sandbox, waiting for their job."""
+
+    def __init__(self, runner: Runner, job: StageJob, dirs: StageDirs) -> None:
+        self.dirs = dirs
+        super().__init__(runner, _train_spec(job, dirs), dirs.job)
+
+    def start_job(self, job: StageJob) -> None:
+        self.go({"script": job.entrypoint, "regions": job.regions}, job.time_limit_s)
+
+
+def start_training(runner: Runner, job: StageJob, warm: WarmTraining | None) -> TrainingRun:
+    """The stage's training run, ready for start_job: a warm one when there is one."""
+    run = warm.take(job) if warm is not None else None
+    if run is None:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        dirs = StageDirs(job.run_dir).create(job.dataset_dir)
+        fill(job, dirs)
+        return TrainingRun(runner, job, dirs)
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    job.run_dir.symlink_to(run.dirs.root, target_is_directory=True)
+    fill(job, run.dirs)
+    return run
+
+
+class WarmTraining:
+    """At most one training sandbox started ahead per kind of CPU stage.
+
+    A kind is what the sandbox is started with: dataset, ranks, limits, time
+    limit. GPU stages always start cold: their GPUs are chosen per job.
+    """
+
+    def __init__(self, runner: Runner, slots_dir: Path) -> None:
+        self.runner, self.slots_dir = runner, slots_dir
+        self._slots: dict[Hashable, TrainingRun] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @staticmethod
+    def _kind(job: StageJob) -> Hashable | None:
+        if job.gpus:
+            return None
+        return (str(job.dataset_dir.resolve()), job.nproc, job.limits, job.time_limit_s)
+
+    def take(self, job: StageJob) -> TrainingRun | None:
+        with self._lock:
+            run = self._slots.pop(self._kind(job), None)
+        if run is not None and not run.usable:
+            _discard(run)
+            run = None
+        return run
+
+    def prepare(self, job: StageJob) -> None:
+        """Start a sandbox for the next stage of `job`'s kind, unless one is waiting."""
+        kind = self._kind(job)
+        with self._lock:
+            if kind is None or self._closed or kind in self._slots:
+                return
+            root = self.slots_dir / f"slot-{secrets.token_hex(8)}"
+            try:
+                dirs = StageDirs(root).create(job.dataset_dir)
+                self._slots[kind] = TrainingRun(self.runner, job, dirs)
+            except OSError:  # the next stage starts cold, and says why if it cannot
+                shutil.rmtree(root, ignore_errors=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            runs, self._slots = list(self._slots.values()), {}
+        for run in runs:
+            _discard(run)
+
+
+def _discard(run: TrainingRun) -> None:
+    run.cancel()
+
+    def cleanup() -> None:
+        with contextlib.suppress(Exception):  # it is being thrown away either way
+            run.wait()
+        shutil.rmtree(run.dirs.root, ignore_errors=True)
+
+    threading.Thread(target=cleanup, daemon=True).start()
+
+
+def _train_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
+    # -I everywhere: no workspace directory on sys.path, no PYTHON* variables.
+    argv = [
+        PYTHON, "-I", "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={job.nproc}", "--no-python",
+        PYTHON, "-I", "-u", "-m", "lossgym.trainer.launch",
+        "--wait-inbox", str(dirs.job), "--idle-s", str(IDLE_S),
+    ]  # fmt: skip
+    env = base_env(
+        {
+            "LOSSGYM_CONFIG": str(dirs.config),
+            "OMP_NUM_THREADS": "1",
+            "HOME": str(dirs.out),
+            "TMPDIR": str(dirs.out),
+        }
+    )
+    # Training sees its workspace, its config and job, the train and monitor
+    # shards (through the symlinks in train_data/) and writes only to out/.
+    mounts = [Mount(dirs.workspace), Mount(dirs.config), Mount(dirs.job)]
+    mounts += [Mount(dirs.train_data)] + [Mount(s) for s in visible_shards(job.dataset_dir)]
+    mounts.append(Mount(dirs.out, writable=True))
+    # The job's own time limit counts from the hand-over (Standby.go).
+    return RunSpec(
+        argv, dirs.workspace, dirs.log, IDLE_S + job.time_limit_s + 60, env, dirs.root / "pid",
+        mounts=mounts, gpus=job.gpus, limits=job.limits,
+    )  # fmt: skip
