@@ -9,6 +9,7 @@ Any size flag given overrides the profile's value.
     python bench/train_throughput.py                       # tiny-cpu shape, batch 4, 2 procs
     python bench/train_throughput.py --profile gpt2-124m   # the profile's model, batch, compile
     python bench/train_throughput.py --profile gpt2-124m --iters 3 --batch-size 1 --grad-accum 1
+    python bench/train_throughput.py --profile tiny-cpu --plain   # plain nanoGPT-style loop
     python bench/train_throughput.py --n-layer 12 --n-head 12 --n-embd 768 \\
         --block-size 1024 --batch-size 12 --grad-accum 5 --nproc 1 --compile
 """
@@ -84,6 +85,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=os.environ.get("LOSSGYM_DATA_DIR", str(REPO / "data")))
     p.add_argument("--dataset", help="[the profile's if prepared, else shakespeare]")
+    p.add_argument("--plain", action="store_true",
+                   help="run bench/plain_loop.py instead: the same model, batch and DDP in a "
+                        "plain nanoGPT-style loop, the yardstick for the template")  # fmt: skip
     p.add_argument("--direct", action="store_true",
                    help="run the template file itself, not through lossgym.trainer.launch "
                         "(the regions' own namespace and the detached-logits bridge)")  # fmt: skip
@@ -139,7 +143,9 @@ def run_template(run: dict, args: argparse.Namespace) -> subprocess.CompletedPro
         cfg_path.write_text(json.dumps(config))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={run['nproc']}"]  # fmt: skip
-        if args.direct:
+        if args.plain:
+            cmd.append(str(REPO / "bench" / "plain_loop.py"))
+        elif args.direct:
             cmd.append(str(TEMPLATE))
         else:  # as the worker runs it
             regions = [r.to_dict() for r in template_regions(args)]
@@ -179,7 +185,8 @@ def main() -> int:
           f"{run['n_embd']}D block {run['block_size']}, {run['nproc']} proc x batch "
           f"{run['batch_size']} x accum {run['grad_accum']} = {tokens_per_iter:,} tokens/iter, "
           f"compile={run['compile']}, device {device}, data {run['dataset']}")  # fmt: skip
-    print(f"template summary ({'direct' if args.direct else 'through the launcher'}): {summary}")
+    how = "plain loop" if args.plain else "direct" if args.direct else "through the launcher"
+    print(f"template summary ({how}): {summary}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     print(f"peak RSS of the largest process (a rank): {peak:.2f} GiB")
     ms_iter = tokens_per_iter / tok_s * 1000

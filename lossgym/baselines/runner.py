@@ -95,11 +95,16 @@ def plan(
 ) -> list[tuple[str, int, bool]]:
     """Every (baseline, seed) to visit, and whether it is already done (skipped).
 
-    Seed by seed: every baseline gets its first seed before any gets a second,
-    so the board has all its rows early and the noise estimate fills in later.
+    The first two seeds go baseline by baseline, in the task's order
+    (cross_entropy first): two seeds are the fewest that give a paired delta
+    with a standard error, so the first comparison can resolve after four tests
+    rather than after every baseline's first seed. Later seeds go seed by seed,
+    so every baseline gains one before any gains two.
     """
-    names = list(names)
-    return [(n, s, (BASELINE_PREFIX + n, s) in done) for s in seeds for n in names]
+    names, seeds = list(names), list(seeds)
+    order = [(n, s) for n in names for s in seeds[:2]]
+    order += [(n, s) for s in seeds[2:] for n in names]
+    return [(n, s, (BASELINE_PREFIX + n, s) in done) for n, s in order]
 
 
 # ── state file: sessions an interrupted run left waiting on a test ───────────

@@ -147,7 +147,11 @@ class Preflight:
                    "regions": [r.to_dict() for r in regions]}  # fmt: skip
         standby = self._take(spec)
         try:
-            standby.go(request, spec.time_limit_s)
+            try:
+                standby.go(request, spec.time_limit_s)
+            except OSError:
+                standby.cancel()
+                raise
             result = standby.wait()
             log = standby.log_path.read_text(encoding="utf-8", errors="replace")
         except (OSError, ValueError) as error:
@@ -176,8 +180,11 @@ class Preflight:
         """Start the next check's sandbox now, so that it has imported torch by then."""
         key = _limits_key(spec)
         with self._lock:
-            if key in self._standbys or self._closed:
+            waiting = self._standbys.get(key)
+            if self._closed or (waiting is not None and waiting.usable):
                 return
+            if waiting is not None:
+                waiting.discard()
             # On failure the next check starts cold, and reports the problem.
             with contextlib.suppress(OSError):
                 self._standbys[key] = _SmokeStandby(self.runner, self.work_dir, spec)

@@ -14,8 +14,6 @@ import json
 import math
 import os
 import re
-import shutil
-import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,9 @@ from lossgym.sandbox.training import (
     StageDirs,
     TrainingRun,
     WarmTraining,
+    checkpoint_cap,
+    hand_over,
+    regular_file,
     start_training,
 )
 
@@ -48,6 +49,7 @@ LOG_TAIL_BYTES = 8_000
 LOG_READ_BYTES = 1_000_000
 EVAL_TIME_LIMIT_S = 1800.0
 EVAL_EXIT_BAD_CHECKPOINT = 1  # lossgym.trainer.evaluate: the checkpoint is missing or rejected
+EVAL_STANDBY_S = 7 * 24 * 3600.0  # how long a waiting evaluator waits: not its to decide
 CHECKPOINT = "model.safetensors"  # what training writes to out/ and the evaluator reads
 
 
@@ -131,9 +133,14 @@ def run_train_stage(
     """
     try:
         training = start_training(runner, job, warm)
-        evaluator = Standby(runner, _eval_spec(job, training.dirs), training.dirs.eval_in)
     except OSError as error:  # no disk: nothing the agent did
         return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
+    try:
+        evaluator = Standby(runner, _eval_spec(job, training.dirs), training.dirs.eval_in)
+    except OSError as error:
+        training.cancel()
+        reason = f"could not start evaluation: {error}"
+        return StageOutcome(status="error", infra=True, reason=reason)
     training.follow(cancel)
     evaluator.follow(cancel)
     try:
@@ -160,7 +167,7 @@ def _train(job: StageJob, training: TrainingRun) -> StageOutcome:
     outcome = _read_training(dirs, result)
     outcome.info["run"] = complete_record(dirs.root, dirs.log)
     checkpoint = dirs.out / CHECKPOINT
-    written = _regular_file(checkpoint)
+    written = regular_file(checkpoint)
     if outcome.status == "failed" and result.exit_code and written:
         # A rank that dies after rank 0 wrote the checkpoint (torch's gloo
         # teardown occasionally aborts a rank at exit) changes nothing that
@@ -171,9 +178,12 @@ def _train(job: StageJob, training: TrainingRun) -> StageOutcome:
         outcome.info["exit_code_after_checkpoint"] = result.exit_code
     if outcome.status == "ok" and not written:
         outcome.status, outcome.reason = "failed", "The training run wrote no checkpoint."
+    if outcome.status == "ok" and os.lstat(checkpoint).st_size > checkpoint_cap(job):
+        outcome.status = "failed"
+        outcome.reason = "The checkpoint is larger than the model's weights can be."
     if outcome.status == "ok":
         try:
-            _hand_over(checkpoint, dirs.eval_in / CHECKPOINT)
+            hand_over(checkpoint, dirs.eval_in / CHECKPOINT)
         except OSError as error:
             return StageOutcome(
                 status="error", infra=True, reason=f"could not hand over the checkpoint: {error}"
@@ -190,25 +200,6 @@ def _evaluate(outcome: StageOutcome, dirs: StageDirs, evaluator: Standby) -> Sta
         )
     outcome.eval_s = evaluation.seconds
     return _read_evaluation(outcome, dirs.eval, evaluation)
-
-
-def _regular_file(path: Path) -> bool:
-    """A plain file, not a link: training's output dir is the agent's to fill."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _hand_over(checkpoint: Path, target: Path) -> None:
-    """Give the evaluator the checkpoint: a hard link (instant at any size), else a copy.
-
-    Training's processes are gone by now, so the file can no longer change.
-    """
-    try:
-        os.link(checkpoint, target, follow_symlinks=False)
-    except OSError:
-        shutil.copyfile(checkpoint, target, follow_symlinks=False)
 
 
 @dataclass
@@ -277,15 +268,16 @@ def _eval_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
         "--val-tokens", str(job.val_tokens),
         "--out", str(dirs.eval / "metrics.json"),
         "--wait-inbox", str(inbox),
-        "--idle-s", str(job.time_limit_s + 60),
+        "--idle-s", str(EVAL_STANDBY_S),
     ]  # fmt: skip
     env = base_env({"HOME": str(dirs.eval)})
     # The evaluator sees its inbox (the checkpoint, once handed over), the model
     # config and the val shards only.
     val = sorted(s.resolve() for s in job.dataset_dir.glob("val_*.bin"))
     mounts = [Mount(inbox), *map(Mount, val), Mount(dirs.eval, writable=True)]
-    # Its own limit (EVAL_TIME_LIMIT_S) counts from the hand-over (Standby.go).
-    limit = job.time_limit_s + EVAL_TIME_LIMIT_S + 120
+    # Its own limit (EVAL_TIME_LIMIT_S) counts from the hand-over (Standby.go);
+    # it waits for that as long as training may take (the stage always stops it).
+    limit = EVAL_STANDBY_S + EVAL_TIME_LIMIT_S
     return RunSpec(
         argv, dirs.eval, dirs.root / "eval.log", limit, env,
         dirs.root / "eval.pid", mounts=mounts, gpus=job.gpus, limits=job.limits,
@@ -382,10 +374,13 @@ def parse_train_metrics(text: str) -> tuple[list[list[float]], list[str]]:
 
 def _read_text(path: Path) -> str:
     """The last megabyte of a log, from its first whole line on."""
-    if not path.is_file():
+    try:
+        with open(path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - LOG_READ_BYTES))
+            data = log.read(LOG_READ_BYTES)
+    except OSError:
         return ""
-    data = path.read_bytes()
-    if len(data) > LOG_READ_BYTES:
-        data = data[-LOG_READ_BYTES:]
+    if size > LOG_READ_BYTES:
         data = data[data.find(b"\n") + 1 :]  # a cut line is no line: it may lack its start
     return data.decode("utf-8", errors="replace")

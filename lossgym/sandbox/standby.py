@@ -39,6 +39,7 @@ class Standby:
         self._result: RunResult | None = None
         self._error: BaseException | None = None
         self._go_at: float | None = None
+        self._ended: float | None = None
         self._thread = threading.Thread(target=self._run, args=(runner, spec), daemon=True)
         self._thread.start()
 
@@ -47,6 +48,7 @@ class Standby:
             self._result = runner.run(spec, self._stop)
         except BaseException as error:  # noqa: BLE001 - re-raised by wait() in the caller
             self._error = error
+        self._ended = time.monotonic()
 
     @property
     def usable(self) -> bool:
@@ -87,19 +89,29 @@ class Standby:
         threading.Thread(target=watch, daemon=True).start()
 
     def wait(self) -> RunResult:
-        """The run's result; `seconds` counts from go() (the job's own time)."""
+        """The run's result; `seconds` counts from go() (the job's own time).
+
+        OSError when the run ended before its job was handed over: whatever
+        stopped it (a crash at start-up, a kill from outside) was not the job's.
+        """
         self._thread.join()
         if self._deadline is not None:
             self._deadline.cancel()
         if self._error is not None:
             raise self._error
-        assert self._result is not None
+        assert self._result is not None and self._ended is not None
         result = self._result
-        timed_out = result.timed_out or (self._limit_hit and not self._cancelled)
-        seconds = time.monotonic() - self._go_at if self._go_at is not None else result.seconds
+        if self._go_at is None or self._ended < self._go_at:
+            if result.cancelled:
+                return RunResult(None, False, True, 0.0)
+            raise OSError(f"the sandbox ended before its job was handed over ({result})")
+        # The runner stopped it (cancelled): at our time limit, or on a cancel.
+        timed_out = result.timed_out or (
+            result.cancelled and self._limit_hit and not self._cancelled
+        )
         return RunResult(
             exit_code=None if timed_out or result.cancelled else result.exit_code,
             timed_out=timed_out,
             cancelled=result.cancelled and not timed_out,
-            seconds=seconds,
+            seconds=self._ended - self._go_at,
         )

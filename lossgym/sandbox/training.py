@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
+import stat
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -130,9 +132,13 @@ def start_training(runner: Runner, job: StageJob, warm: WarmTraining | None) -> 
         dirs = StageDirs(job.run_dir).create(job.dataset_dir)
         fill(job, dirs)
         return TrainingRun(runner, job, dirs)
-    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    job.run_dir.symlink_to(run.dirs.root, target_is_directory=True)
-    fill(job, run.dirs)
+    try:
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        job.run_dir.symlink_to(run.dirs.root, target_is_directory=True)
+        fill(job, run.dirs)
+    except OSError:
+        _discard(run)
+        raise
     return run
 
 
@@ -167,8 +173,14 @@ class WarmTraining:
         """Start a sandbox for the next stage of `job`'s kind, unless one is waiting."""
         kind = self._kind(job)
         with self._lock:
-            if kind is None or self._closed or kind in self._slots:
+            if kind is None or self._closed:
                 return
+            waiting = self._slots.pop(kind, None)
+            if waiting is not None and waiting.usable:
+                self._slots[kind] = waiting
+                return
+            if waiting is not None:
+                _discard(waiting)
             root = self.slots_dir / f"slot-{secrets.token_hex(8)}"
             try:
                 dirs = StageDirs(root).create(job.dataset_dir)
@@ -193,6 +205,39 @@ def _discard(run: TrainingRun) -> None:
         shutil.rmtree(run.dirs.root, ignore_errors=True)
 
     threading.Thread(target=cleanup, daemon=True).start()
+
+
+def regular_file(path: Path) -> bool:
+    """A plain file, not a link: training's output dir is the agent's to fill."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def hand_over(checkpoint: Path, target: Path) -> None:
+    """Give the evaluator the checkpoint: a hard link (instant at any size), else a copy.
+
+    Training's processes are gone by now, so the file can no longer change;
+    as root it also stops being theirs (owner root, read-only).
+    """
+    try:
+        os.link(checkpoint, target, follow_symlinks=False)
+    except OSError:
+        shutil.copyfile(checkpoint, target, follow_symlinks=False)
+    if os.geteuid() == 0:
+        os.chown(target, 0, 0, follow_symlinks=False)
+    os.chmod(target, 0o444)
+
+
+def checkpoint_cap(job: StageJob) -> int:
+    """An upper bound on the bytes of a valid checkpoint of the job's model (fp32
+    tensors plus a safetensors header): a larger file is refused unread, so a
+    sparse or padded file cannot make the hand-over fill the disk."""
+    m = {"n_embd": 768, "n_layer": 12, "vocab_size": 50304, "block_size": 1024, **job.model_config}
+    c, layers = int(m["n_embd"]), int(m["n_layer"])  # defaults: lossgym.trainer.model.GPTConfig
+    params = (int(m["vocab_size"]) + int(m["block_size"])) * c + layers * (12 * c * c + 13 * c)
+    return 4 * (params + 2 * c) + 2**20
 
 
 def _train_spec(job: StageJob, dirs: StageDirs) -> RunSpec:

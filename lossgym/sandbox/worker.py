@@ -260,7 +260,7 @@ def kill_stale_attempts(runner: Runner, job_dir: Path, current_attempt: int | No
     for pid_file in [*job_dir.glob("attempt-*/*/pid"), *job_dir.glob("attempt-*/*/eval.pid")]:
         if pid_file.parent.parent.name != f"attempt-{current_attempt}":
             log.warning("cleaning up after %s", pid_file.parent)
-            runner.kill_stale(pid_file)
+            runner.kill_stale(pid_file.resolve())  # a warm run's directory is a link
 
 
 def _either(*events: threading.Event | None) -> threading.Event:

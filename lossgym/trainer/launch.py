@@ -2,7 +2,7 @@
 
     torchrun ... --no-python python -I -u -m lossgym.trainer.launch \\
         --script nanoGPT/custom_pretrain.py \\
-        --regions '[{"name": "compute_loss", "start": 228, "end": 230}, ...]'
+        --regions '[{"name": "compute_loss", "start": 230, "end": 232}, ...]'
     torchrun ... --no-python python -I -u -m lossgym.trainer.launch --wait-inbox DIR
 
 The second form starts warm (lossgym.sandbox.standby): each rank imports

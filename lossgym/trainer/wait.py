@@ -17,6 +17,7 @@ from typing import Any
 
 POLL_S = 0.02  # the job starts within this much of being handed over
 JOB_FILE = "job.json"
+EXIT_BAD_JOB = 2  # as the evaluator's "operator's fault" status
 
 
 def wait_for_job(inbox: str | os.PathLike[str], idle_s: float) -> dict[str, Any]:
@@ -27,7 +28,11 @@ def wait_for_job(inbox: str | os.PathLike[str], idle_s: float) -> dict[str, Any]
         if time.monotonic() > deadline:
             sys.exit(0)
         time.sleep(POLL_S)
-    job = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(job, dict):
-        sys.exit(f"standby: {path} does not hold a JSON object")
+    try:
+        job = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        job = error
+    if not isinstance(job, dict):  # the worker wrote it: never the agent's fault
+        print(f"standby: {path} does not hold a job: {job!r}", file=sys.stderr)
+        sys.exit(EXIT_BAD_JOB)
     return job

@@ -72,9 +72,10 @@ def test_resume_skips_sessions_with_a_final() -> None:
     }
     done = completed(board)
     assert done == {("baseline:cross_entropy", 1337), ("someone", 1338)}
-    assert plan(["cross_entropy", "z_loss"], [1337, 1338], done) == [
-        ("cross_entropy", 1337, True), ("z_loss", 1337, False),
-        ("cross_entropy", 1338, False), ("z_loss", 1338, False),
+    assert plan(["cross_entropy", "z_loss"], [1337, 1338, 1339], done) == [
+        ("cross_entropy", 1337, True), ("cross_entropy", 1338, False),
+        ("z_loss", 1337, False), ("z_loss", 1338, False),
+        ("cross_entropy", 1339, False), ("z_loss", 1339, False),
     ]  # fmt: skip
 
 

@@ -127,3 +127,18 @@ class Lifeline:
             self.received += chunk
             self.ended = not chunk
         return True
+
+
+def await_hand_over(spec: object, cancel: threading.Event | None, timeout_s: float = 60) -> bool:
+    """What a fake runner does first: a warm-started run (`--wait-inbox DIR`) waits
+    for its job file, as the real processes do. False when it was stopped first."""
+    argv = spec.argv  # type: ignore[attr-defined]
+    if "--wait-inbox" not in argv:
+        return True
+    job = Path(argv[argv.index("--wait-inbox") + 1]) / "job.json"
+    deadline = time.monotonic() + timeout_s
+    while not job.exists():
+        if (cancel is not None and cancel.is_set()) or time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -28,6 +28,7 @@ from lossgym.store import queries
 from lossgym.store.db import Database
 from lossgym.store.models import JobRow, utcnow
 from tests.conftest import REPO, make_service
+from tests.sandbox.runner_fixtures import await_hand_over
 
 TASK = "llm-pretrain-loss"
 
@@ -73,6 +74,8 @@ class RecordingRunner:
             self._changed.notify_all()
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        if not await_hand_over(spec, cancel):
+            return RunResult(exit_code=None, timed_out=False, cancelled=True, seconds=0.0)
         with self._changed:
             start = self._last_start = next(self._clock)
             self._changed.notify_all()

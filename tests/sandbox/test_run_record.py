@@ -12,13 +12,14 @@ from lossgym.sandbox.run_record import complete_record, device_from_log, workspa
 from lossgym.sandbox.runner import RunResult, RunSpec
 from lossgym.sandbox.stages import StageJob, run_train_stage
 from lossgym.sandbox.training import StageDirs, fill
+from tests.sandbox.runner_fixtures import await_hand_over
 
 FILES = {"nanoGPT/custom_pretrain.py": "print('hi')\n", "notes.md": "é\n"}
 
 
 def _job(tmp_path: Path) -> StageJob:
     data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
     return StageJob(
         run_dir=tmp_path / "runs" / "job-1" / "attempt-1" / "tiny-cpu",
         files=FILES,
@@ -42,6 +43,8 @@ class FakeRunner:
         self.log, self.exit_code = log, exit_code
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        if not await_hand_over(spec, cancel):
+            return RunResult(None, False, True, 0.1)
         spec.log_path.write_text(self.log)
         return RunResult(self.exit_code, False, False, 0.1)
 
@@ -93,6 +96,8 @@ class CrashAtExitRunner:
     """Training writes its checkpoint, then a rank dies (exit -6); evaluation succeeds."""
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        if not await_hand_over(spec, cancel):
+            return RunResult(None, False, True, 0.1)
         spec.log_path.write_text("saved out/model.safetensors\nterminate called\n")
         if "torch.distributed.run" in spec.argv:
             (spec.cwd.parent / "out" / "model.safetensors").write_bytes(b"weights")
@@ -111,3 +116,39 @@ def test_a_crash_without_a_checkpoint_fails(tmp_path):
     runner = FakeRunner("Traceback ...\nRuntimeError: late failure\n", exit_code=1)
     outcome = run_train_stage(_job(tmp_path), runner, threading.Event())
     assert outcome.status == "failed" and "exited with status 1" in outcome.reason
+
+
+class CheckpointRunner:
+    """Training exits 0 after `make(out_dir)` leaves something at out/model.safetensors."""
+
+    def __init__(self, make) -> None:  # type: ignore[no-untyped-def]
+        self.make = make
+        self.evaluated = False
+
+    def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        if not await_hand_over(spec, cancel):
+            return RunResult(None, False, True, 0.1)  # the evaluator, never handed a checkpoint
+        self.make(spec.cwd.parent / "out" / "model.safetensors")
+        return RunResult(0, False, False, 0.1)
+
+
+def test_what_is_not_a_checkpoint_is_never_handed_over(tmp_path):
+    def sparse(path: Path) -> None:  # 1 TB on paper, nothing on disk
+        with open(path, "wb") as f:
+            f.truncate(2**40)
+
+    def link(path: Path) -> None:
+        path.symlink_to("/etc/hostname")
+
+    def fifo(path: Path) -> None:
+        import os
+
+        os.mkfifo(path)
+
+    cases = {"sparse": (sparse, "larger than the model"), "link": (link, "wrote no checkpoint"),
+             "fifo": (fifo, "wrote no checkpoint")}  # fmt: skip
+    for name, (make, reason) in cases.items():
+        job = _job(tmp_path / name)
+        outcome = run_train_stage(job, CheckpointRunner(make), threading.Event())
+        assert outcome.status == "failed" and reason in outcome.reason, (name, outcome)
+        assert list((job.run_dir / "eval_in").iterdir()) == [], name

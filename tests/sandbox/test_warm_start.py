@@ -136,3 +136,15 @@ def test_worker_runs_the_next_test_in_the_sandbox_it_started(
     finally:
         worker.close()
         db.dispose()
+
+
+def test_a_run_that_ended_before_its_job_is_the_infrastructures(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    spec = RunSpec([sys.executable, "-c", "pass"], inbox, tmp_path / "log", 30.0, base_env({}))
+    standby = Standby(make_test_runner("local"), spec, inbox)
+    while standby.usable:  # it exits at once, never having read a job
+        time.sleep(0.05)
+    standby.go({"n": 1}, time_limit_s=5)
+    with pytest.raises(OSError, match="ended before its job was handed over"):
+        standby.wait()

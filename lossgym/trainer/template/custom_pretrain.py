@@ -41,7 +41,9 @@ data_dir = "data/shakespeare"  # holds train_*.bin and monitor_*.bin (llm.c shar
 eval_interval = 250  # iterations between TRAIN_METRICS lines (also printed at the last step)
 eval_iters = 20  # fixed monitor batches per TRAIN_METRICS line: more = less noisy, slower
 log_interval = 10  # iterations between progress lines
-seed = 1337  # seeds init, data order and dropout: same seed, same run
+seed = 1337  # seeds data order, dropout and (unless init_seed is set) init: same seed, same run
+init_seed = -1  # seeds the initial weights; -1: seed. A profile that fixes it starts all
+                # runs from the same weights: they differ in data order only (less noise)
 # model (GPT-2 small by default)
 n_layer = 12  # transformer blocks
 n_head = 12  # attention heads per block; must divide n_embd
@@ -64,7 +66,7 @@ beta2 = 0.95  # AdamW second-moment decay; 0.95 is steadier than 0.999 for LMs
 grad_clip = 1.0  # clip the global gradient norm to this; 0 disables
 # system
 device = "auto"  # "auto" (cuda when available), "cuda" or "cpu"
-dtype = "bfloat16"  # autocast dtype on CUDA ("bfloat16" or "float32"); CPU always runs fp32
+dtype = "bfloat16"  # autocast dtype ("bfloat16" or "float32"); CPUs without bf16 units run fp32
 compile = False  # torch.compile the model: faster on GPU after a slow first step
 
 # ── Config overrides (JSON file named by $LOSSGYM_CONFIG) ──────────────────────
@@ -254,13 +256,27 @@ else:
     torch.backends.cudnn.allow_tf32 = True
 if dtype not in ("bfloat16", "float32"):
     sys.exit(f"config error: dtype must be 'bfloat16' or 'float32', got {dtype!r}")
-use_bf16 = device_type == "cuda" and dtype == "bfloat16"
-autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def cpu_has_bf16():
+    """bf16 matmuls pay off on a CPU only with bf16 instructions (AVX512-BF16 or AMX);
+    elsewhere they are emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+use_bf16 = dtype == "bfloat16" and (device_type == "cuda" or cpu_has_bf16())
+autocast = torch.autocast(device_type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 tokens_per_iter = batch_size * block_size * gradient_accumulation_steps * world_size
 if master:
     os.makedirs(out_dir, exist_ok=True)
     print(f"config: {json.dumps(config)}")
-    print(f"world size {world_size}, device {device}, tokens per iteration {tokens_per_iter:,}")
+    print(f"world size {world_size}, device {device}, tokens per iteration {tokens_per_iter:,}, "
+          f"autocast {'bfloat16' if use_bf16 else 'off (float32)'}")
 
 # ── Data ───────────────────────────────────────────────────────────────────────
 # Only the train and monitor splits are read here; the validation split is
@@ -318,7 +334,7 @@ def get_train_batch():
 
 
 # ── Model and optimizer ────────────────────────────────────────────────────────
-torch.manual_seed(seed)  # identical initial weights on every rank
+torch.manual_seed(seed if init_seed < 0 else init_seed)  # identical initial weights on every rank
 model = GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer,
                       n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias)).to(device)
 torch.manual_seed(seed + rank)  # per-rank dropout masks
