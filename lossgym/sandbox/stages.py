@@ -33,10 +33,13 @@ from lossgym.sandbox.runner import (
 )
 from lossgym.sandbox.standby import Standby
 from lossgym.sandbox.training import (
+    CHECKPOINT,
+    EVAL_TIME_LIMIT_S,
     StageDirs,
     TrainingRun,
     WarmTraining,
     checkpoint_cap,
+    eval_spec,
     hand_over,
     regular_file,
     start_training,
@@ -47,10 +50,7 @@ TRAIN_LINE = re.compile(
 )
 LOG_TAIL_BYTES = 8_000
 LOG_READ_BYTES = 1_000_000
-EVAL_TIME_LIMIT_S = 1800.0
 EVAL_EXIT_BAD_CHECKPOINT = 1  # lossgym.trainer.evaluate: the checkpoint is missing or rejected
-EVAL_STANDBY_S = 7 * 24 * 3600.0  # how long a waiting evaluator waits: not its to decide
-CHECKPOINT = "model.safetensors"  # what training writes to out/ and the evaluator reads
 
 
 @dataclass
@@ -136,7 +136,9 @@ def run_train_stage(
     except OSError as error:  # no disk: nothing the agent did
         return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
     try:
-        evaluator = Standby(runner, _eval_spec(job, training.dirs), training.dirs.eval_in)
+        evaluator = training.evaluator or Standby(
+            runner, eval_spec(job, training.dirs), training.dirs.eval_in
+        )
     except OSError as error:
         training.cancel()
         reason = f"could not start evaluation: {error}"
@@ -254,33 +256,6 @@ def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
     return RunSpec(
         argv, eval_dir, job.run_dir / "eval.log", job.time_limit_s, env,
         mounts=[m for m in mounts if m.path.exists()], gpus=job.gpus, limits=job.limits,
-    )  # fmt: skip
-
-
-def _eval_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
-    inbox = dirs.eval_in
-    argv = [
-        PYTHON, "-I", "-m", "lossgym.trainer.evaluate",
-        "--checkpoint", str(inbox / CHECKPOINT),
-        "--model-config", str(dirs.eval / "model.json"),
-        "--data-dir", str(job.dataset_dir.resolve()),
-        "--label", job.label,
-        "--val-tokens", str(job.val_tokens),
-        "--out", str(dirs.eval / "metrics.json"),
-        "--wait-inbox", str(inbox),
-        "--idle-s", str(EVAL_STANDBY_S),
-    ]  # fmt: skip
-    env = base_env({"HOME": str(dirs.eval)})
-    # The evaluator sees its inbox (the checkpoint, once handed over), the model
-    # config and the val shards only.
-    val = sorted(s.resolve() for s in job.dataset_dir.glob("val_*.bin"))
-    mounts = [Mount(inbox), *map(Mount, val), Mount(dirs.eval, writable=True)]
-    # Its own limit (EVAL_TIME_LIMIT_S) counts from the hand-over (Standby.go);
-    # it waits for that as long as training may take (the stage always stops it).
-    limit = EVAL_STANDBY_S + EVAL_TIME_LIMIT_S
-    return RunSpec(
-        argv, dirs.eval, dirs.root / "eval.log", limit, env,
-        dirs.root / "eval.pid", mounts=mounts, gpus=job.gpus, limits=job.limits,
     )  # fmt: skip
 
 

@@ -1,11 +1,13 @@
-"""The training run of a stage: its directory, its sandbox, and warm starts.
+"""The training and evaluation runs of a stage: its directory, sandboxes, warm starts.
 
-A training run is torchrun with `nproc` ranks of `lossgym.trainer.launch`,
+A training run is torchrun (`lossgym.trainer.torchrun`: the real one, without
+its interpreter's teardown) with `nproc` ranks of `lossgym.trainer.launch`,
 started as a `Standby`: torchrun and the ranks import torch, then wait for the
-job (the script and its regions' spans) to be handed over. A cold start hands
-it over at once. A warm start (`WarmTraining`, CPU stages) uses a sandbox the
-worker started ahead in a directory of its own under `runs/warm/`; the stage's
-run directory is then a symlink to it.
+job (the script and its regions' spans) to be handed over. The evaluator waits
+beside it for the checkpoint. A cold start hands the job over at once. A warm
+start (`WarmTraining`, CPU stages) uses sandboxes the worker started ahead, in
+a directory of its own under `runs/warm/`; the stage's run directory is then a
+symlink to it.
 
 The layout of a stage's run directory:
 
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from lossgym.sandbox.stages import StageJob
 
 TRAIN_LOG = "train.log"  # in each stage's run directory: the training process's output
+EVAL_TIME_LIMIT_S = 1800.0
+EVAL_STANDBY_S = 7 * 24 * 3600.0  # how long a waiting evaluator waits: not its to decide
+CHECKPOINT = "model.safetensors"  # what training writes to out/ and the evaluator reads
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,16 @@ def fill(job: StageJob, dirs: StageDirs) -> None:
 
 
 class TrainingRun(Standby):
-    """torchrun and its ranks in the runner's sandbox, waiting for their job."""
+    """torchrun and its ranks in the runner's sandbox, waiting for their job; when
+    started ahead, with the stage's evaluator waiting beside them."""
 
-    def __init__(self, runner: Runner, job: StageJob, dirs: StageDirs) -> None:
+    def __init__(
+        self, runner: Runner, job: StageJob, dirs: StageDirs, with_evaluator: bool = False
+    ) -> None:
         self.dirs = dirs
+        self.evaluator = (
+            Standby(runner, eval_spec(job, dirs), dirs.eval_in) if with_evaluator else None
+        )
         super().__init__(runner, _train_spec(job, dirs), dirs.job)
 
     def start_job(self, job: StageJob) -> None:
@@ -145,8 +156,9 @@ def start_training(runner: Runner, job: StageJob, warm: WarmTraining | None) -> 
 class WarmTraining:
     """At most one training sandbox started ahead per kind of CPU stage.
 
-    A kind is what the sandbox is started with: dataset, ranks, limits, time
-    limit. GPU stages always start cold: their GPUs are chosen per job.
+    A kind is what the sandboxes are started with: dataset, ranks, limits, time
+    limit, and the evaluator's label and val tokens. GPU stages always start
+    cold: their GPUs are chosen per job.
     """
 
     def __init__(self, runner: Runner, slots_dir: Path) -> None:
@@ -159,7 +171,8 @@ class WarmTraining:
     def _kind(job: StageJob) -> Hashable | None:
         if job.gpus:
             return None
-        return (str(job.dataset_dir.resolve()), job.nproc, job.limits, job.time_limit_s)
+        return (str(job.dataset_dir.resolve()), job.nproc, job.limits, job.time_limit_s,
+                job.label, job.val_tokens)  # fmt: skip
 
     def take(self, job: StageJob) -> TrainingRun | None:
         with self._lock:
@@ -184,7 +197,7 @@ class WarmTraining:
             root = self.slots_dir / f"slot-{secrets.token_hex(8)}"
             try:
                 dirs = StageDirs(root).create(job.dataset_dir)
-                self._slots[kind] = TrainingRun(self.runner, job, dirs)
+                self._slots[kind] = TrainingRun(self.runner, job, dirs, with_evaluator=True)
             except OSError:  # the next stage starts cold, and says why if it cannot
                 shutil.rmtree(root, ignore_errors=True)
 
@@ -198,6 +211,8 @@ class WarmTraining:
 
 def _discard(run: TrainingRun) -> None:
     run.cancel()
+    if run.evaluator is not None:
+        run.evaluator.cancel()
 
     def cleanup() -> None:
         with contextlib.suppress(Exception):  # it is being thrown away either way
@@ -240,10 +255,37 @@ def checkpoint_cap(job: StageJob) -> int:
     return 4 * (params + 2 * c) + 2**20
 
 
+def eval_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
+    inbox = dirs.eval_in
+    argv = [
+        PYTHON, "-I", "-m", "lossgym.trainer.evaluate",
+        "--checkpoint", str(inbox / CHECKPOINT),
+        "--model-config", str(dirs.eval / "model.json"),
+        "--data-dir", str(job.dataset_dir.resolve()),
+        "--label", job.label,
+        "--val-tokens", str(job.val_tokens),
+        "--out", str(dirs.eval / "metrics.json"),
+        "--wait-inbox", str(inbox),
+        "--idle-s", str(EVAL_STANDBY_S),
+    ]  # fmt: skip
+    env = base_env({"HOME": str(dirs.eval)})
+    # The evaluator sees its inbox (the checkpoint, once handed over), the model
+    # config and the val shards only.
+    val = sorted(s.resolve() for s in job.dataset_dir.glob("val_*.bin"))
+    mounts = [Mount(inbox), *map(Mount, val), Mount(dirs.eval, writable=True)]
+    # Its own limit (EVAL_TIME_LIMIT_S) counts from the hand-over (Standby.go);
+    # it waits for that as long as training may take (the stage always stops it).
+    limit = EVAL_STANDBY_S + EVAL_TIME_LIMIT_S
+    return RunSpec(
+        argv, dirs.eval, dirs.root / "eval.log", limit, env,
+        dirs.root / "eval.pid", mounts=mounts, gpus=job.gpus, limits=job.limits,
+    )  # fmt: skip
+
+
 def _train_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
     # -I everywhere: no workspace directory on sys.path, no PYTHON* variables.
     argv = [
-        PYTHON, "-I", "-m", "torch.distributed.run", "--standalone",
+        PYTHON, "-I", "-m", "lossgym.trainer.torchrun", "--standalone",
         f"--nproc_per_node={job.nproc}", "--no-python",
         PYTHON, "-I", "-u", "-m", "lossgym.trainer.launch",
         "--wait-inbox", str(dirs.job), "--idle-s", str(IDLE_S),

@@ -201,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.wait_inbox:
         wait_for_job(args.wait_inbox, args.idle_s)
+        code = run_trusted("evaluate", lambda: evaluate(args), args.out, args.checkpoint)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # the result is written: skip the interpreter's teardown of torch
     return run_trusted("evaluate", lambda: evaluate(args), args.out, args.checkpoint)
 
 
