@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     warm_start: bool = Field(
         True,
         description="Keep one sandbox started ahead, torch imported, for the next pre-flight "
-        "check and the next CPU training run (each is used once; ~0.3-1 GB idle).",
+        "check and the next CPU training run (each is used once; ~1.5 GB idle).",
     )
 
     # Sandbox: how a test's processes run (SPEC §6).
