@@ -173,7 +173,7 @@ class Preflight:
         if standby is not None and standby.usable:
             return standby
         if standby is not None:
-            standby.discard()
+            standby.discard(standby.run_dir)
         return _SmokeStandby(self.runner, self.work_dir, spec)
 
     def _replenish(self, spec: PreflightSpec) -> None:
@@ -184,7 +184,7 @@ class Preflight:
             if self._closed or (waiting is not None and waiting.usable):
                 return
             if waiting is not None:
-                waiting.discard()
+                waiting.discard(waiting.run_dir)
             # On failure the next check starts cold, and reports the problem.
             with contextlib.suppress(OSError):
                 self._standbys[key] = _SmokeStandby(self.runner, self.work_dir, spec)
@@ -195,7 +195,7 @@ class Preflight:
             self._closed = True
             standbys, self._standbys = list(self._standbys.values()), {}
         for standby in standbys:
-            standby.discard()
+            standby.discard(standby.run_dir)
 
 
 class _SmokeStandby(Standby):
@@ -214,15 +214,6 @@ class _SmokeStandby(Standby):
             mounts=[Mount(inbox)], limits=Limits.of(spec.limits),
         )  # fmt: skip
         super().__init__(runner, run, inbox)
-
-    def discard(self) -> None:
-        self.cancel()
-        threading.Thread(target=self._cleanup, daemon=True).start()
-
-    def _cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.wait()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def _limits_key(spec: PreflightSpec) -> str:

@@ -13,8 +13,10 @@ The sandbox, mounts and limits are the runner's, as for any other run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -74,6 +76,19 @@ class Standby:
         """Stop the run (used or not); wait() then reports it cancelled."""
         self._cancelled = True
         self._stop.set()
+
+    def discard(self, remove: Path | None = None) -> None:
+        """Cancel it and, once its process is gone, delete `remove` (its directory);
+        the caller does not wait for either."""
+
+        def cleanup() -> None:
+            with contextlib.suppress(Exception):  # it is being thrown away either way
+                self.wait()
+            if remove is not None:
+                shutil.rmtree(remove, ignore_errors=True)
+
+        self.cancel()
+        threading.Thread(target=cleanup, daemon=True).start()
 
     def follow(self, cancel: threading.Event | None) -> None:
         """Cancel this run as soon as `cancel` is set (the worker's stop or the session's)."""

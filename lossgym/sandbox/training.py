@@ -23,7 +23,6 @@ The layout of a stage's run directory:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -210,16 +209,9 @@ class WarmTraining:
 
 
 def _discard(run: TrainingRun) -> None:
-    run.cancel()
     if run.evaluator is not None:
-        run.evaluator.cancel()
-
-    def cleanup() -> None:
-        with contextlib.suppress(Exception):  # it is being thrown away either way
-            run.wait()
-        shutil.rmtree(run.dirs.root, ignore_errors=True)
-
-    threading.Thread(target=cleanup, daemon=True).start()
+        run.evaluator.discard()
+    run.discard(run.dirs.root)
 
 
 def regular_file(path: Path) -> bool:
