@@ -201,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.wait_inbox:
         wait_for_job(args.wait_inbox, args.idle_s)
-        code = run_trusted("evaluate", lambda: evaluate(args), args.out, args.checkpoint)
+    code = run_trusted("evaluate", lambda: evaluate(args), args.out, args.checkpoint)
+    if args.wait_inbox:  # the result is written: skip the interpreter's teardown of torch
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)  # the result is written: skip the interpreter's teardown of torch
-    return run_trusted("evaluate", lambda: evaluate(args), args.out, args.checkpoint)
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
