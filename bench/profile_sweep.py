@@ -51,6 +51,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-tokens", type=int, default=65536)
+    p.add_argument("--sampler", choices=["random", "stratified", "shuffled"], default="random",
+                   help="random windows; one window from each of --batch equal strata; or the "
+                   "windows of data seed 0 (the same tokens in every run), shuffled by the seed")
+    p.add_argument("--ema", type=float, nargs="*", default=[],
+                   help="also score an exponential moving average of the weights at each decay")
     p.add_argument("--data-dir", type=Path, default=REPO / "data" / "shakespeare")
     return p.parse_args()
 
@@ -76,6 +81,22 @@ def val_loss(model: GPT, val: np.ndarray, block: int, tokens: int) -> float:
     return total / count
 
 
+def window_starts(a: argparse.Namespace, rng: np.random.Generator, n: int) -> np.ndarray:
+    span = n - a.block - 1
+    if a.sampler == "random":
+        return rng.integers(0, span, size=a.batch)
+    # Stratified: the corpus in --batch equal strata, one random window in each, so
+    # every batch covers every part of the corpus and only the offsets depend on the seed.
+    edges = np.arange(a.batch) * span / a.batch
+    return (edges + rng.random(a.batch) * span / a.batch).astype(np.int64)
+
+
+def fixed_windows(a: argparse.Namespace, n: int) -> np.ndarray:
+    """Every window a run trains on, drawn once with seed 0, in an order the data seed picks."""
+    starts = np.random.default_rng(0).integers(0, n - a.block - 1, size=a.iters * a.batch)
+    return np.random.default_rng(a.data_seed).permutation(starts).reshape(a.iters, a.batch)
+
+
 def main() -> None:
     a = parse()
     torch.set_num_threads(a.threads)
@@ -89,10 +110,12 @@ def main() -> None:
         lr=a.lr, betas=(0.9, 0.95),
     )  # fmt: skip
     rng = np.random.default_rng(a.data_seed)
+    shuffled = fixed_windows(a, len(train)) if a.sampler == "shuffled" else None
+    emas = {d: [p.detach().clone() for p in params] for d in a.ema}
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
     start, curve = time.time(), []
     for it in range(a.iters):
-        starts = rng.integers(0, len(train) - a.block - 1, size=a.batch)
+        starts = shuffled[it] if shuffled is not None else window_starts(a, rng, len(train))
         windows = np.stack([train[i : i + a.block + 1] for i in starts]).astype(np.int64)
         rows = torch.from_numpy(windows)
         for group in opt.param_groups:
@@ -105,12 +128,20 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for d, shadow in emas.items():
+                torch._foreach_lerp_(shadow, [p.detach() for p in params], 1 - d)
         if (it + 1) % 25 == 0:
             curve.append(round(val_loss(model, val, a.block, 4096), 3))
     train_s = time.time() - start
     out = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
            "train_s": round(train_s, 1), "val_loss": round(val_loss(model, val, a.block,
            a.eval_tokens), 4), "curve": curve}  # fmt: skip
+    for d, shadow in emas.items():
+        with torch.no_grad():
+            for p, s in zip(params, shadow):
+                p.copy_(s)
+        out[f"val_loss_ema{d}"] = round(val_loss(model, val, a.block, a.eval_tokens), 4)
     print(json.dumps(out), flush=True)
 
 

@@ -52,8 +52,10 @@ class Settings(BaseSettings):
     )
 
     # Sandbox: how a test's processes run (SPEC §6).
-    runner: Literal["local", "docker"] = Field(
-        "local", description="'local': subprocesses; 'docker': one container per process."
+    runner: Literal["local", "docker", "slurm"] = Field(
+        "local",
+        description="'local': subprocesses; 'docker': one container per process; 'slurm': one "
+        "batch job per process on a Slurm cluster.",
     )
     isolation: Literal["auto", "bwrap", "none"] = Field(
         "auto",
@@ -75,6 +77,31 @@ class Settings(BaseSettings):
         "",
         description="'inside=outside,...': how paths of a worker that itself runs in a container "
         "map to the Docker host's, for the bind mounts of the containers it starts.",
+    )
+
+    # Slurm runner (`runner: slurm`, SPEC §9; README "Slurm cluster").
+    shared_dir: Path | None = Field(
+        None,
+        description="The filesystem every node mounts at the same path; runs_dir, data_dir and "
+        "the Python environment must lie inside it. Unset: not checked.",
+    )
+    slurm_container: Literal["bwrap", "apptainer", "none"] = Field(
+        "bwrap", description="How a job isolates agent code on its node."
+    )
+    slurm_image: str = Field("", description="Apptainer image (.sif) for the apptainer container.")
+    slurm_partition: str = Field("", description="sbatch --partition; empty: the default.")
+    slurm_account: str = Field("", description="sbatch --account; empty: none.")
+    slurm_qos: str = Field("", description="sbatch --qos; empty: none.")
+    slurm_extra: str = Field("", description="More sbatch flags, shell-quoted: '-C h100'.")
+    slurm_gpus_per_node: int = Field(8, ge=1, description="GPUs of one node: more is multi-node.")
+    slurm_multi_node: bool = Field(
+        False,
+        description="Allow stages across nodes (srun torchrun); their sandboxes share the nodes' "
+        "network, which the rendezvous and NCCL need.",
+    )
+    slurm_poll_s: float = Field(5.0, gt=0, description="Seconds between two squeue calls.")
+    worker_slots: int = Field(
+        1, ge=1, description="Tests one worker runs at once; with Slurm, hundreds may queue."
     )
 
     def resolved(self) -> Settings:

@@ -76,12 +76,15 @@ class LocalRunner:
         isolation: str = "bwrap",
         user: str = "65534:65534",
         hidden: list[Path] | None = None,
+        share_net: bool = False,
     ) -> None:
         if isolation not in ("none", "bwrap"):
             raise ValueError(f"unknown isolation {isolation!r}: use 'bwrap' or 'none'")
         if isolation == "bwrap" and (problem := bwrap_problem()):
             raise RuntimeError(problem)
         self.user, self.hidden = parse_user(user), hidden or []
+        # Only a multi-node Slurm stage shares the node's network: NCCL/gloo need it.
+        self.share_net = share_net
         self.isolated = isolation == "bwrap"
         self.name = "bwrap" if self.isolated else "local"
         found = cgroups.detect()
@@ -172,6 +175,7 @@ class LocalRunner:
     def _bwrap(self, spec: RunSpec) -> list[str]:
         uid, gid = self.user
         args = ["bwrap", "--die-with-parent", "--unshare-all", "--unshare-user"]
+        args += ["--share-net"] if self.share_net else []
         args += ["--uid", str(uid), "--gid", str(gid), "--hostname", HOSTNAME]
         args += ["--ro-bind", str(_hosts_file()), "/etc/hosts"]
         for path in SYSTEM_DIRS + SYSTEM_FILES:

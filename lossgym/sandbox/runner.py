@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -72,6 +73,9 @@ class RunSpec:
     mounts: list[Mount] = field(default_factory=list)
     gpus: list[str] = field(default_factory=list)  # whole GPUs (ids) given to this run
     limits: Limits = field(default_factory=Limits)
+    # A runner whose runs may wait in a queue (`queues = True`) calls this with the
+    # wall-clock time the command started, so a time limit can count from then.
+    on_start: Callable[[float], None] | None = None
 
 
 @dataclass
@@ -83,7 +87,7 @@ class RunResult:
 
 
 class Runner(Protocol):
-    name: str  # "bwrap", "docker", or "local" (no isolation: an explicit opt-in)
+    name: str  # "bwrap", "docker", "slurm", or "local" (no isolation: an explicit opt-in)
     isolated: bool  # False only for the local runner without bubblewrap
 
     def describe(self) -> str:
@@ -175,6 +179,10 @@ def make_runner(settings: Settings) -> Runner:
         from lossgym.sandbox.docker_runner import DockerRunner
 
         return DockerRunner.from_settings(settings, hidden=hidden)
+    if settings.runner == "slurm":
+        from lossgym.sandbox.slurm_runner import SlurmRunner
+
+        return SlurmRunner.from_settings(settings, hidden=hidden)
     from lossgym.sandbox.local_runner import LocalRunner
 
     isolation = "none" if settings.isolation == "none" else "bwrap"

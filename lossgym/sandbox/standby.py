@@ -42,6 +42,14 @@ class Standby:
         self._error: BaseException | None = None
         self._go_at: float | None = None
         self._ended: float | None = None
+        # A queuing runner (Slurm) may start the run long after go(): its time
+        # limit counts from the start the runner reports (spec.on_start).
+        self._queued = bool(getattr(runner, "queues", False))
+        self._started_wall: float | None = None
+        self._limit_s = 0.0
+        self._arm_lock = threading.Lock()
+        if self._queued:
+            spec.on_start = self._on_start
         self._thread = threading.Thread(target=self._run, args=(runner, spec), daemon=True)
         self._thread.start()
 
@@ -63,10 +71,26 @@ class Standby:
         tmp = self.inbox / f".{JOB_FILE}.tmp"
         tmp.write_text(json.dumps(job), encoding="utf-8")
         os.replace(tmp, self.inbox / JOB_FILE)  # whole or absent, never half-written
-        self._go_at = time.monotonic()
-        self._deadline = threading.Timer(time_limit_s, self._time_limit)
-        self._deadline.daemon = True
-        self._deadline.start()
+        self._go_at, self._limit_s = time.monotonic(), time_limit_s
+        self._arm()
+
+    def _on_start(self, wall_time: float) -> None:
+        self._started_wall = wall_time
+        self._arm()
+
+    def _arm(self) -> None:
+        """Start the time limit once the job is handed over and (queued) running."""
+        with self._arm_lock:
+            if self._deadline is not None or self._go_at is None:
+                return
+            remaining = self._limit_s
+            if self._queued:
+                if self._started_wall is None:
+                    return
+                remaining -= max(0.0, time.time() - self._started_wall)
+            self._deadline = threading.Timer(max(0.0, remaining), self._time_limit)
+            self._deadline.daemon = True
+            self._deadline.start()
 
     def _time_limit(self) -> None:
         self._limit_hit = True
@@ -110,8 +134,9 @@ class Standby:
         stopped it (a crash at start-up, a kill from outside) was not the job's.
         """
         self._thread.join()
-        if self._deadline is not None:
-            self._deadline.cancel()
+        with self._arm_lock:
+            if self._deadline is not None:
+                self._deadline.cancel()
         if self._error is not None:
             raise self._error
         assert self._result is not None and self._ended is not None
@@ -128,5 +153,5 @@ class Standby:
             exit_code=None if timed_out or result.cancelled else result.exit_code,
             timed_out=timed_out,
             cancelled=result.cancelled and not timed_out,
-            seconds=self._ended - self._go_at,
+            seconds=result.seconds if self._queued else self._ended - self._go_at,
         )

@@ -14,8 +14,8 @@ import pytest
 from lossgym.sandbox.runner import Runner, python_runtime
 
 DOCKER_IMAGE = os.environ.get("LOSSGYM_TEST_DOCKER_IMAGE", "lossgym-base:bookworm")
-RUNNER_KINDS = ["local", "bwrap", "docker"]
-ISOLATING_KINDS = ["bwrap", "docker"]
+RUNNER_KINDS = ["local", "bwrap", "docker", "slurm"]
+ISOLATING_KINDS = ["bwrap", "docker", "slurm"]
 
 
 def bwrap_problem() -> str | None:
@@ -39,8 +39,30 @@ def docker_problem() -> str | None:
     return None
 
 
+def slurm_problem() -> str | None:
+    """Why no Slurm cluster answers here, or None (.ci/provision-slurm starts one)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sbatch") is None:
+        return "Slurm is not installed (.ci/provision-slurm installs and starts it)"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"scontrol ping failed: {error}"
+    if "UP" not in ping.stdout:
+        return f"no slurmctld answers ({ping.stdout.strip()}; .ci/provision-slurm starts one)"
+    return bwrap_problem()
+
+
 def make_test_runner(kind: str, **docker_options: object) -> Runner:
     """A runner of `kind`, or skip the test with the reason it cannot run here."""
+    if kind == "slurm":
+        if problem := slurm_problem():
+            pytest.skip(problem)
+        from lossgym.sandbox.slurm_runner import SlurmRunner
+
+        return SlurmRunner(container="bwrap", poll_s=0.25)
     if kind == "local":
         from lossgym.sandbox.local_runner import LocalRunner
 

@@ -1,0 +1,158 @@
+"""What a LossGym Slurm job runs on its node: the trusted half of the Slurm runner.
+
+    python -I -m lossgym.sandbox.slurm_job JOB_DIR
+
+`JOB_DIR` (on the shared filesystem, never mounted into the sandbox) holds
+`spec.json`, written by the worker's `SlurmRunner`. This process runs the spec
+on its node exactly as the local runner does on a single host: bubblewrap (or
+Apptainer), the run's own cgroup for its limits, the whole tree killed at the
+end. Then it writes `result.json` beside the spec: the exit code, whether the
+time limit stopped it, and when it started. Slurm's state alone cannot say
+that without an accounting database; the worker reads this file.
+
+`scancel` sends SIGTERM here: the run is stopped and no result is written, so
+the worker tells a cancel of its own from one from outside.
+
+On a multi-node stage (`srun`, one task per node) every node runs this, each
+with its own rank in torchrun's rendezvous; node 0 writes the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lossgym.sandbox.runner import Limits, Mount, RunResult, RunSpec
+
+SPEC_FILE = "spec.json"
+RESULT_FILE = "result.json"
+RENDEZVOUS_PORT = 29500
+APPTAINER_NET = ["--net", "--network", "none"]
+
+
+def spec_to_json(spec: RunSpec, *, container: str, image: str, user: str, nodes: int) -> str:
+    """The job's spec as the node reads it (JSON: nothing is unpickled on the node)."""
+    return json.dumps(
+        {
+            "argv": spec.argv,
+            "cwd": str(spec.cwd),
+            "log_path": str(spec.log_path),
+            "timeout_s": spec.timeout_s,
+            "env": spec.env,
+            "mounts": [[str(m.path), m.writable] for m in spec.mounts],
+            "gpus": len(spec.gpus),
+            "limits": [spec.limits.memory_bytes, spec.limits.cpus, spec.limits.pids],
+            "container": container,
+            "image": image,
+            "user": user,
+            "nodes": nodes,
+        },
+        indent=1,
+    )
+
+
+def spec_from_json(data: dict[str, Any], gpus: list[str]) -> RunSpec:
+    return RunSpec(
+        argv=list(data["argv"]),
+        cwd=Path(data["cwd"]),
+        log_path=Path(data["log_path"]),
+        timeout_s=float(data["timeout_s"]),
+        env=dict(data["env"]),
+        mounts=[Mount(Path(path), bool(writable)) for path, writable in data["mounts"]],
+        gpus=gpus,
+        limits=Limits(*data["limits"]),
+    )
+
+
+def multi_node_argv(
+    argv: list[str], nodes: int, node_rank: int, head: str, job_id: str
+) -> list[str]:
+    """torchrun's single-node flags turned into a rendezvous across `nodes` nodes.
+
+    `--standalone` (a local rendezvous) becomes a c10d rendezvous on the first
+    node of the allocation; `--nproc_per_node` stays the GPUs of one node.
+    """
+    if nodes <= 1:
+        return argv
+    out: list[str] = []
+    for arg in argv:
+        if arg == "--standalone":
+            out += [
+                f"--nnodes={nodes}", f"--node_rank={node_rank}", "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={head}:{RENDEZVOUS_PORT}", f"--rdzv_id=lossgym-{job_id}",
+            ]  # fmt: skip
+        else:
+            out.append(arg)
+    return out
+
+
+def apptainer_argv(spec: RunSpec, image: str, share_net: bool) -> list[str]:
+    """`apptainer exec` with the spec's mounts and nothing else of the host."""
+    args = ["apptainer", "exec", "--contain", "--cleanenv", "--no-home", "--no-mount", "tmp"]
+    if not share_net:
+        args += APPTAINER_NET
+    if spec.gpus:
+        args.append("--nv")
+    for mount in spec.mounts:
+        args += ["--bind", f"{mount.path}:{mount.path}:{'rw' if mount.writable else 'ro'}"]
+    for key, value in spec.env.items():
+        args += ["--env", f"{key}={value}"]
+    return [*args, "--pwd", str(spec.cwd), image]
+
+
+def run(job_dir: Path) -> int:
+    data = json.loads((job_dir / SPEC_FILE).read_text())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    gpus = [g for g in visible.split(",") if g][: data["gpus"]] if data["gpus"] else []
+    spec = spec_from_json(data, gpus)
+    nodes, rank = int(data["nodes"]), int(os.environ.get("SLURM_NODEID", "0"))
+    head = os.environ.get("LOSSGYM_HEAD_NODE", "localhost")
+    spec.argv = multi_node_argv(spec.argv, nodes, rank, head, os.environ.get("SLURM_JOB_ID", "0"))
+    runner = _runner(data, spec, share_net=nodes > 1)
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    started = time.time()
+    _write(job_dir / f"started.{rank}", json.dumps({"started": started}))
+    result: RunResult = runner.run(spec, cancel)
+    if result.exit_code is not None and result.exit_code < 0:
+        # Killed by a signal: scancel signals every process of the job at once, so
+        # ours may still be on its way. Give it a moment before calling this the run's.
+        cancel.wait(1.0)
+    if cancel.is_set():
+        return 143  # scancel: no result, so the worker can tell whose cancel it was
+    if rank == 0:
+        record = {"exit_code": result.exit_code, "timed_out": result.timed_out,
+                  "seconds": result.seconds, "started": started}  # fmt: skip
+        _write(job_dir / RESULT_FILE, json.dumps(record))
+    return 0 if result.exit_code == 0 else 1
+
+
+def _runner(data: dict[str, Any], spec: RunSpec, share_net: bool) -> Any:
+    from lossgym.sandbox.local_runner import LocalRunner
+
+    if data["container"] == "apptainer":
+        from lossgym.sandbox.runner import substitute_python
+
+        spec.argv = apptainer_argv(spec, data["image"], share_net) + substitute_python(
+            spec.argv, "python"
+        )
+        return LocalRunner(isolation="none")
+    isolation = "bwrap" if data["container"] == "bwrap" else "none"
+    return LocalRunner(isolation=isolation, user=data["user"], share_net=share_net)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1])))
