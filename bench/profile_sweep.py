@@ -139,7 +139,7 @@ def main() -> None:
            a.eval_tokens), 4), "curve": curve}  # fmt: skip
     for d, shadow in emas.items():
         with torch.no_grad():
-            for p, s in zip(params, shadow):
+            for p, s in zip(params, shadow, strict=True):
                 p.copy_(s)
         out[f"val_loss_ema{d}"] = round(val_loss(model, val, a.block, a.eval_tokens), 4)
     print(json.dumps(out), flush=True)
