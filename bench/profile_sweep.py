@@ -51,11 +51,20 @@ def parse() -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-tokens", type=int, default=65536)
-    p.add_argument("--sampler", choices=["random", "stratified", "shuffled"], default="random",
-                   help="random windows; one window from each of --batch equal strata; or the "
-                   "windows of data seed 0 (the same tokens in every run), shuffled by the seed")
-    p.add_argument("--ema", type=float, nargs="*", default=[],
-                   help="also score an exponential moving average of the weights at each decay")
+    p.add_argument(
+        "--sampler",
+        choices=["random", "stratified", "shuffled"],
+        default="random",
+        help="random windows; one window from each of --batch equal strata; or the "
+        "windows of data seed 0 (the same tokens in every run), shuffled by the seed",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also score an exponential moving average of the weights at each decay",
+    )
     p.add_argument("--data-dir", type=Path, default=REPO / "data" / "shakespeare")
     return p.parse_args()
 

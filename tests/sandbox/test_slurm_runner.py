@@ -174,7 +174,9 @@ def test_one_squeue_per_interval_for_many_jobs(tmp_path: Path) -> None:
     elapsed = time.monotonic() - start
     calls = runner.slurm.calls
     assert calls["sbatch"] == 6
-    assert calls["squeue"] <= elapsed / 0.5 + 2, f"{calls['squeue']} squeue calls in {elapsed:.1f} s"
+    assert calls["squeue"] <= elapsed / 0.5 + 2, (
+        f"{calls['squeue']} squeue calls in {elapsed:.1f} s"
+    )
 
 
 def test_a_job_cancelled_from_outside_is_the_infrastructures_failure(
