@@ -203,6 +203,7 @@ def start_server(
         LOSSGYM_DOCKER_IMAGE=settings.docker_image,
         LOSSGYM_DOCKER_HOST_PYTHON=str(settings.docker_host_python).lower(),
         LOSSGYM_WARM_START=str(settings.warm_start).lower(),
+        LOSSGYM_SLURM_POLL_S=str(settings.slurm_poll_s),
     )
     log_path = settings.database.parent / f"server-{next(SERVER_LOGS)}.log"
     argv = [sys.executable, *python_flags, "-m", "lossgym.cli", "serve", "--port", "0"]

@@ -8,6 +8,7 @@ is closed as an infrastructure error and its test is given back to the session.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -31,7 +32,10 @@ class ClaimedJob:
     attempt: int
     gpus: list[str] = field(default_factory=list)  # whole GPUs held for every stage
     regions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per file
-    sandbox: str = ""  # the runner's name: "bwrap", "docker", "local" (unisolated)
+    sandbox: str = ""  # the runner's name: "bwrap", "docker", "slurm", "local" (unisolated)
+    # Set when this attempt carries on in an earlier attempt's directory, whose
+    # jobs still run on a cluster a restarted worker reattached to (Slurm).
+    reattach_dir: Path | None = None
 
 
 def record_stage(

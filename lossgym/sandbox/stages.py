@@ -135,26 +135,36 @@ def run_train_stage(
         training = start_training(runner, job, warm)
     except OSError as error:  # no disk: nothing the agent did
         return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
+    # A queuing runner (Slurm) would hold the evaluator's allocation idle all through
+    # training: there it is submitted once the checkpoint exists.
+    queued = bool(getattr(runner, "queues", False))
+    evaluator: Standby | None = training.evaluator
     try:
-        evaluator = training.evaluator or Standby(
-            runner, eval_spec(job, training.dirs), training.dirs.eval_in
-        )
+        if evaluator is None and not queued:
+            evaluator = Standby(runner, eval_spec(job, training.dirs), training.dirs.eval_in)
     except OSError as error:
         training.cancel()
         reason = f"could not start evaluation: {error}"
         return StageOutcome(status="error", infra=True, reason=reason)
     training.follow(cancel)
-    evaluator.follow(cancel)
+    if evaluator is not None:
+        evaluator.follow(cancel)
     try:
         outcome = _train(job, training)
         if outcome.status == "ok":
+            if evaluator is None:
+                spec = eval_spec(job, training.dirs, standby_s=0.0)
+                evaluator = Standby(runner, spec, training.dirs.eval_in)
+                evaluator.follow(cancel)
             evaluator.go({}, EVAL_TIME_LIMIT_S)
             return _evaluate(outcome, training.dirs, evaluator)
     finally:
         training.cancel()  # no-ops once they ended: this stops what did not end well
-        evaluator.cancel()
-    with contextlib.suppress(OSError):
-        evaluator.wait()
+        if evaluator is not None:
+            evaluator.cancel()
+    if evaluator is not None:
+        with contextlib.suppress(OSError):
+            evaluator.wait()
     return outcome
 
 

@@ -91,7 +91,8 @@ class StageDirs:
             link = self.train_data / shard.name
             if not link.exists():
                 link.symlink_to(shard)
-        self.config.write_text("{}\n")  # a file mount needs the file; filled in place later
+        if not self.config.exists():  # a file mount needs the file; filled in place later
+            self.config.write_text("{}\n")
         return self
 
 
@@ -109,10 +110,13 @@ def fill(job: StageJob, dirs: StageDirs) -> None:
         path.write_text(text, encoding="utf-8")
     config = dict(job.train_config)
     config.update(seed=job.seed, data_dir=str(dirs.train_data), out_dir=str(dirs.out))
-    # In place (same inode): the sandbox's file mount of it was made at start.
-    with open(dirs.config, "r+") as file:
-        file.truncate(0)
-        file.write(json.dumps(config, indent=2))
+    # In place (same inode): the sandbox's file mount of it was made at start. Left
+    # alone when it already says this (a restarted worker reattaching to its run).
+    text = json.dumps(config, indent=2)
+    if dirs.config.read_text() != text:
+        with open(dirs.config, "r+") as file:
+            file.truncate(0)
+            file.write(text)
     write_record(dirs.root, build_record(job, config))
     (dirs.eval / "model.json").write_text(json.dumps(job.model_config, indent=2))
 
@@ -247,7 +251,8 @@ def checkpoint_cap(job: StageJob) -> int:
     return 4 * (params + 2 * c) + 2**20
 
 
-def eval_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
+def eval_spec(job: StageJob, dirs: StageDirs, standby_s: float = EVAL_STANDBY_S) -> RunSpec:
+    """The trusted evaluator's run; it waits up to `standby_s` for the checkpoint."""
     inbox = dirs.eval_in
     argv = [
         PYTHON, "-I", "-m", "lossgym.trainer.evaluate",
@@ -258,7 +263,7 @@ def eval_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
         "--val-tokens", str(job.val_tokens),
         "--out", str(dirs.eval / "metrics.json"),
         "--wait-inbox", str(inbox),
-        "--idle-s", str(EVAL_STANDBY_S),
+        "--idle-s", str(max(standby_s, 60.0)),
     ]  # fmt: skip
     env = base_env({"HOME": str(dirs.eval)})
     # The evaluator sees its inbox (the checkpoint, once handed over), the model
@@ -267,7 +272,7 @@ def eval_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
     mounts = [Mount(inbox), *map(Mount, val), Mount(dirs.eval, writable=True)]
     # Its own limit (EVAL_TIME_LIMIT_S) counts from the hand-over (Standby.go);
     # it waits for that as long as training may take (the stage always stops it).
-    limit = EVAL_STANDBY_S + EVAL_TIME_LIMIT_S
+    limit = standby_s + EVAL_TIME_LIMIT_S
     return RunSpec(
         argv, dirs.eval, dirs.root / "eval.log", limit, env,
         dirs.root / "eval.pid", mounts=mounts, gpus=job.gpus, limits=job.limits,

@@ -55,30 +55,46 @@ class Worker:
         self.tasks = tasks
         self.runner = runner or make_runner(settings)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.gpus = configured_gpus(settings.gpus)
+        # A queuing runner (Slurm) lets the scheduler hand out GPUs and start runs:
+        # nothing is started ahead, and the worker only dispatches.
+        self.queues = bool(getattr(self.runner, "queues", False))
+        self.gpus = [] if self.queues else configured_gpus(settings.gpus)
         self.alive_file = alive_file  # touched while the worker works: a health check reads it
         # Training sandboxes started ahead (CPU stages), each for one later job.
         self.warm = (
             WarmTraining(self.runner, settings.runs_dir / "warm" / "training")
-            if settings.warm_start
+            if settings.warm_start and not self.queues
             else None
         )
 
     def run_forever(self, stop: threading.Event) -> None:
-        log.info("worker %s started (runner %s, GPUs %s)", self.id, self.runner.name,
-                 ",".join(self.gpus) or "none")  # fmt: skip
+        """Run `worker_slots` tests at once until `stop` (a dispatcher for Slurm: hundreds)."""
+        log.info("worker %s started (runner %s, GPUs %s, %s slot(s))", self.id, self.runner.name,
+                 ",".join(self.gpus) or ("the scheduler's" if self.queues else "none"),
+                 self.settings.worker_slots)  # fmt: skip
+        slots = [
+            threading.Thread(target=self._serve, args=(stop,), name=f"worker-slot-{n}", daemon=True)
+            for n in range(1, self.settings.worker_slots)
+        ]
+        for slot in slots:
+            slot.start()
         try:
-            while not stop.is_set():
-                self._touch_alive()
-                try:
-                    worked = self.run_once(stop)
-                except Exception:  # keep serving other jobs; the lease brings this one back
-                    log.exception("worker %s: job crashed", self.id)
-                    worked = False
-                if not worked:
-                    stop.wait(self.settings.worker_poll_s)
+            self._serve(stop)
+            for slot in slots:
+                slot.join()
         finally:
             self.close()
+
+    def _serve(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._touch_alive()
+            try:
+                worked = self.run_once(stop)
+            except Exception:  # keep serving other jobs; the lease brings this one back
+                log.exception("worker %s: job crashed", self.id)
+                worked = False
+            if not worked:
+                stop.wait(self.settings.worker_poll_s)
 
     def close(self) -> None:
         """Stop the sandboxes started ahead (run_forever does this when it stops)."""
@@ -97,7 +113,11 @@ class Worker:
                     db, claimed, task, f"failed on the infrastructure {MAX_ATTEMPTS} times"
                 )
             return True
-        kill_stale_attempts(self.runner, self._job_dir(claimed), claimed.attempt)
+        claimed.reattach_dir = self._reattachable_attempt(claimed)
+        if claimed.reattach_dir is not None:
+            log.info("job %s: reattaching to its jobs in %s", claimed.job_id, claimed.reattach_dir)
+        else:
+            kill_stale_attempts(self.runner, self._job_dir(claimed), claimed.attempt)
         done, lease_lost = threading.Event(), threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=(claimed.job_id, done, lease_lost), daemon=True
@@ -135,15 +155,19 @@ class Worker:
         with self.db.transaction() as db:
             expired = queries.requeue_expired(db)
         for job_id in expired:
-            # Its GPUs count as free from now on: what its dead worker left
-            # running on this host (processes, containers) must go first.
             log.warning("job %s: its worker stopped heartbeating; requeued", job_id)
-            kill_stale_attempts(self.runner, self.settings.runs_dir / f"job-{job_id}", None)
+            if not getattr(self.runner, "reattaches", False):
+                # Its GPUs count as free from now on: what its dead worker left
+                # running on this host (processes, containers) must go first.
+                # (Slurm jobs live on: whoever claims the job reattaches to them.)
+                kill_stale_attempts(self.runner, self.settings.runs_dir / f"job-{job_id}", None)
         host = socket.gethostname()
         with self.db.transaction() as db:
             held = [Holding(*row) for row in queries.gpu_holdings(db)]
             free = free_gpus(self.gpus, held, host, utcnow())
             allocate = job_allocator(self.tasks, free)
+            if self.queues:  # the scheduler allocates; a job holds counts, not ids
+                host, allocate = "slurm", job_allocator(self.tasks, [str(i) for i in range(4096)])
             job = queries.claim_next_job(db, self.id, self.settings.lease_s, allocate, host)
             if job is None:
                 return None
@@ -223,8 +247,32 @@ class Worker:
         return self.settings.runs_dir / f"job-{claimed.job_id}"
 
     def _attempt_dir(self, claimed: ClaimedJob) -> Path:
-        """Each attempt runs in its own directory, so a re-run never meets a dead one's files."""
+        """Each attempt runs in its own directory, so a re-run never meets a dead one's files
+        (except one that reattaches to jobs still on a cluster: it carries on in theirs)."""
+        if claimed.reattach_dir is not None:
+            return claimed.reattach_dir
         return attempt_dir(self.settings.runs_dir, claimed.job_id, claimed.attempt)
+
+    def _reattachable_attempt(self, claimed: ClaimedJob) -> Path | None:
+        """The latest earlier attempt whose cluster jobs run on, or ended with a result.
+
+        A worker killed mid-stage leaves its Slurm jobs running; the next claim of
+        the job follows them instead of submitting the test again.
+        """
+        reattachable = getattr(self.runner, "reattachable", None)
+        if reattachable is None:
+            return None
+        earlier = [
+            attempt_dir(self.settings.runs_dir, claimed.job_id, n)
+            for n in range(claimed.attempt - 1, 0, -1)
+        ]
+        for directory in earlier:
+            pid_files = [*directory.glob("*/pid"), *directory.glob("*/eval.pid")]
+            if any(reattachable(pid_file) for pid_file in pid_files):
+                return directory
+            if pid_files:
+                return None  # the latest attempt that ran anything is over: start afresh
+        return None
 
     def _stage_job(self, claimed: ClaimedJob, task: Task, position: int) -> StageJob:
         stage = task.spec.profiles[claimed.profile].stages[position]

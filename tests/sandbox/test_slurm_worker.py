@@ -1,0 +1,150 @@
+"""Tests through the Slurm runner, end to end: the API, retries, a worker's restart.
+
+Real parts: the one-node cluster of `.ci/provision-slurm`, torchrun and the
+evaluator in their batch jobs, a `lossgym serve` and `lossgym worker`
+subprocesses, one SQLite file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lossgym.config import Settings
+from lossgym.env.service import EpisodeService
+from lossgym.sandbox.slurm_queue import Slurm
+from lossgym.sandbox.worker import Worker
+from lossgym.store import queries
+from lossgym.store.db import Database
+from tests.conftest import REPO, fast_tasks_dir, make_service, run_server
+from tests.sandbox.runner_fixtures import slurm_problem
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def slurm_settings(tmp_path: Path, settings: Settings) -> Settings:
+    if problem := slurm_problem():
+        pytest.skip(problem)
+    tasks = fast_tasks_dir(tmp_path, config={"max_iters": 30})
+    return settings.model_copy(
+        update={
+            "tasks_dir": tasks,
+            "runner": "slurm",
+            "slurm_poll_s": 0.25,
+            "lease_s": 3.0,
+            "isolation": "bwrap",
+        }  # fmt: skip
+    )
+
+
+def _until(condition: Callable[[], bool], what: str, timeout_s: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _service(settings: Settings) -> EpisodeService:
+    db = Database(settings.database)
+    db.create_schema()
+    return make_service(settings, db)
+
+
+def _slurm_id(pid_file: Path) -> str:
+    return pid_file.read_text().split()[1]
+
+
+def test_a_tiny_cpu_test_end_to_end_through_the_api(slurm_settings: Settings, new_session) -> None:
+    with run_server(slurm_settings, worker=True) as base:
+        session = new_session(base, "slurm-e2e")
+        reply = httpx.post(f"{base}/test", json={}, headers=session["headers"], timeout=600)
+        assert reply.status_code == 200, reply.text
+        text = reply.json()["text"]
+    assert text.startswith("[Test #1] (2 tests remaining;"), text
+    assert "Final metrics (gpt-tiny): val_loss_gpt-tiny=" in text
+    stage = slurm_settings.runs_dir / "job-1" / "attempt-1" / "gpt-tiny"
+    scripts = sorted(p.parent.name for p in stage.glob(".slurm-*/job.sh"))
+    assert scripts == [".slurm-eval.pid", ".slurm-pid"], "training and evaluation: one job each"
+    assert "#SBATCH --time=" in (stage / ".slurm-pid" / "job.sh").read_text()
+
+
+def test_a_job_cancelled_from_outside_is_retried_and_not_charged(
+    slurm_settings: Settings,
+) -> None:
+    service = _service(slurm_settings)
+    sid = service.create_session("llm-pretrain-loss", "pytest")["session_id"]
+    assert service.test(sid, wait=False).ok
+    worker = Worker(slurm_settings, service.db, service.tasks)
+    first = slurm_settings.runs_dir / "job-1" / "attempt-1" / "gpt-tiny"
+    runs = threading.Thread(target=lambda: [worker.run_once() for _ in range(2)])
+    runs.start()
+    _until(lambda: "iter " in _text(first / "train.log"), "training on the cluster")
+    Slurm().scancel(_slurm_id(first / "pid"))  # an operator, or the scheduler, from outside
+    runs.join(timeout=600)
+    info = service.test_info(sid, 1)
+    assert info["status"] == "done" and info["valid"], info["text"]
+    assert info["text"].startswith("[Test #1] (2 tests remaining;")
+    with service.db.transaction() as tx:
+        assert queries.get_session(tx, sid).tests_used == 1  # type: ignore[union-attr]
+        test = queries.get_test(tx, sid, 1)
+        assert test is not None and queries.get_job_for_test(tx, test.id).attempts == 2
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        LOSSGYM_DATABASE=str(settings.database), LOSSGYM_RUNS_DIR=str(settings.runs_dir),
+        LOSSGYM_DATA_DIR=str(settings.data_dir), LOSSGYM_TASKS_DIR=str(settings.tasks_dir),
+        LOSSGYM_LEASE_S=str(settings.lease_s), LOSSGYM_WORKER_POLL_S="0.2",
+        LOSSGYM_RUNNER="slurm", LOSSGYM_SLURM_POLL_S="0.25", LOSSGYM_WARM_START="false",
+    )  # fmt: skip
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lossgym.cli", "worker"], env=env, cwd=REPO,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def test_a_restarted_worker_reattaches_and_submits_nothing_twice(
+    slurm_settings: Settings, tmp_path: Path
+) -> None:
+    slow = fast_tasks_dir(tmp_path / "slow", config={"max_iters": 60})
+    settings = slurm_settings.model_copy(update={"tasks_dir": slow})
+    service = _service(settings)
+    sid = service.create_session("llm-pretrain-loss", "pytest")["session_id"]
+    assert service.test(sid, wait=False).ok
+    stage = settings.runs_dir / "job-1" / "attempt-1" / "gpt-tiny"
+    first = _worker(settings, tmp_path / "worker1.log")
+    _until(lambda: "iter " in _text(stage / "train.log"), "training on the cluster")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    job_id = _slurm_id(stage / "pid")
+    second = _worker(settings, tmp_path / "worker2.log")
+    try:
+        _until(lambda: service.test_info(sid, 1)["status"] in ("done", "failed", "error"), "result")
+    finally:
+        second.terminate()
+        second.wait(timeout=60)
+    info = service.test_info(sid, 1)
+    assert info["status"] == "done" and info["valid"], info["text"]
+    assert "reattaching" in _text(tmp_path / "worker2.log")
+    assert _slurm_id(stage / "pid") == job_id, "training was submitted again"
+    assert not (settings.runs_dir / "job-1" / "attempt-2").exists()
+    assert len(list((stage / ".slurm-pid").glob("slurm-*.out"))) == 1
+    assert _text(stage / "train.log").count("config: {") == 1, "training ran twice"
+    with service.db.transaction() as tx:
+        assert queries.get_session(tx, sid).tests_used == 1  # type: ignore[union-attr]
