@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 RunnerOption = Annotated[
     str | None,
-    typer.Option(help="How tests run: 'local' or 'docker' (default: LOSSGYM_RUNNER or local)."),
+    typer.Option(
+        help="How tests run: 'local', 'docker' or 'slurm' (default: LOSSGYM_RUNNER or local)."
+    ),
 ]
 IsolationOption = Annotated[
     str | None,
@@ -54,6 +56,8 @@ def checked_runner(settings: Settings) -> Runner:
         typer.echo(f"error: runner {settings.runner!r}: {error}", err=True)
         raise typer.Exit(2) from error
     gpus = settings.gpus or "(empty: every GPU the worker sees)"
+    if getattr(runner, "queues", False):
+        gpus = "(unused: the scheduler allocates GPUs)"
     typer.echo(f"sandbox {runner.describe()}, LOSSGYM_GPUS={gpus}")
     if not runner.isolated:
         typer.secho(UNISOLATED_WARNING, fg=typer.colors.RED, err=True)

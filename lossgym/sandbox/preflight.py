@@ -81,7 +81,8 @@ class Preflight:
         """`warm`: keep a smoke sandbox started ahead for the next check (the service
         does; call close() at shutdown), so a check costs no Python start-up."""
         self.runner, self.work_dir, self.per_minute = runner, work_dir, per_minute
-        self.warm, self._closed = warm, False
+        # A queuing runner (Slurm) would hold an allocation idle for each one ahead.
+        self.warm, self._closed = warm and not getattr(runner, "queues", False), False
         self._standbys: dict[str, _SmokeStandby] = {}
         self._slots = threading.BoundedSemaphore(at_once)
         self._lock = threading.Lock()

@@ -95,6 +95,14 @@ class SlurmRunner:
     def from_settings(cls, settings: Settings, hidden: list[Path] | None = None) -> SlurmRunner:
         if shutil.which("sbatch") is None:
             raise RuntimeError("Slurm's sbatch is not on PATH (install slurm-client)")
+        shared = settings.shared_dir
+        for name in ("runs_dir", "data_dir"):
+            path = Path(getattr(settings, name)).resolve()
+            if shared is not None and not path.is_relative_to(shared.resolve()):
+                raise ValueError(
+                    f"{name} {path} is not under LOSSGYM_SHARED_DIR {shared}: the cluster's "
+                    "nodes must see it at the same path"
+                )
         return cls(
             container=settings.slurm_container, image=settings.slurm_image,
             user=settings.sandbox_user, partition=settings.slurm_partition,
