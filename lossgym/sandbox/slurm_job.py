@@ -33,10 +33,13 @@ from lossgym.sandbox.runner import Limits, Mount, RunResult, RunSpec
 SPEC_FILE = "spec.json"
 RESULT_FILE = "result.json"
 RENDEZVOUS_PORT = 29500
+HEARTBEAT_S = 10.0  # how often the job says it is alive (the worker notices silence)
 APPTAINER_NET = ["--net", "--network", "none"]
 
 
-def spec_to_json(spec: RunSpec, *, container: str, image: str, user: str, nodes: int) -> str:
+def spec_to_json(
+    spec: RunSpec, *, container: str, image: str, user: str, nodes: int, heartbeat_s: float
+) -> str:
     """The job's spec as the node reads it (JSON: nothing is unpickled on the node)."""
     return json.dumps(
         {
@@ -52,6 +55,7 @@ def spec_to_json(spec: RunSpec, *, container: str, image: str, user: str, nodes:
             "image": image,
             "user": user,
             "nodes": nodes,
+            "heartbeat_s": heartbeat_s,
         },
         indent=1,
     )
@@ -120,7 +124,13 @@ def run(job_dir: Path) -> int:
     signal.signal(signal.SIGINT, lambda *_: cancel.set())
     started = time.time()
     _write(job_dir / f"started.{rank}", json.dumps({"started": started}))
+    done = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat, args=(job_dir / f"alive.{rank}", done, data["heartbeat_s"]), daemon=True
+    )
+    beat.start()
     result: RunResult = runner.run(spec, cancel)
+    done.set()
     if result.exit_code is not None and result.exit_code < 0:
         # Killed by a signal: scancel signals every process of the job at once, so
         # ours may still be on its way. Give it a moment before calling this the run's.
@@ -146,6 +156,15 @@ def _runner(data: dict[str, Any], spec: RunSpec, share_net: bool) -> Any:
         return LocalRunner(isolation="none")
     isolation = "bwrap" if data["container"] == "bwrap" else "none"
     return LocalRunner(isolation=isolation, user=data["user"], share_net=share_net)
+
+
+def _heartbeat(path: Path, done: threading.Event, every_s: float) -> None:
+    """A counter the worker watches: if it stops while Slurm still says RUNNING, the
+    node lost the job (its step was killed, the node rebooted) and the worker retries."""
+    beats = 0
+    while not done.wait(every_s if beats else 0):
+        beats += 1
+        _write(path, str(beats))
 
 
 def _write(path: Path, text: str) -> None:

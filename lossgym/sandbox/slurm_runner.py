@@ -43,7 +43,7 @@ from lossgym.sandbox.runner import (
     read_pid_file,
     write_pid_file,
 )
-from lossgym.sandbox.slurm_job import RESULT_FILE, SPEC_FILE, spec_to_json
+from lossgym.sandbox.slurm_job import HEARTBEAT_S, RESULT_FILE, SPEC_FILE, spec_to_json
 from lossgym.sandbox.slurm_queue import ACTIVE, INFRA, VANISHED, Slurm, SlurmError, SlurmQueue
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ CONTAINERS = ("bwrap", "apptainer", "none")
 RESULT_CHECK_S = 1.0  # how often a run looks for its result file between polls
 CANCEL_WAIT_S = 120.0  # how long a cancelled job may take to leave the queue
 TIME_MARGIN_MIN = 2  # --time beyond the run's own limit: start-up and teardown
+LOST_AFTER_S = 9 * HEARTBEAT_S  # a running job silent this long was lost by its node
 
 
 class SlurmRunner:
@@ -76,6 +77,8 @@ class SlurmRunner:
         shared_dir: Path | None = None,
         hidden: list[Path] | None = None,
         slurm: Slurm | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        lost_after_s: float = LOST_AFTER_S,
     ) -> None:
         if container not in CONTAINERS:
             raise ValueError(f"unknown Slurm container {container!r}: use {', '.join(CONTAINERS)}")
@@ -88,6 +91,7 @@ class SlurmRunner:
         self.flags += shlex.split(extra)
         self.gpus_per_node, self.multi_node = gpus_per_node, multi_node
         self.shared_dir, self.hidden = shared_dir, hidden or []
+        self.heartbeat_s, self.lost_after_s = heartbeat_s, lost_after_s
         self.slurm = slurm or Slurm()
         self.queue = SlurmQueue(self.slurm, poll_s)
 
@@ -133,7 +137,7 @@ class SlurmRunner:
         os.chmod(files, 0o700)
         nodes = self.nodes_for(len(spec.gpus))
         text = spec_to_json(spec, container=self.container, image=self.image, user=self.user,
-                            nodes=nodes)  # fmt: skip
+                            nodes=nodes, heartbeat_s=self.heartbeat_s)  # fmt: skip
         (files / SPEC_FILE).write_text(text)
         script = self.batch_script(spec, files)
         (files / "job.sh").write_text(script)  # for the operator: what was submitted
@@ -158,16 +162,24 @@ class SlurmRunner:
         start = time.monotonic()
         self.queue.follow(job_id)
         cancelled_at: float | None = None
-        started = False
+        pulse: _Pulse | None = None  # once the job started on its node
         try:
             while True:
                 view = self.queue.view(job_id)
-                if not started and (started := _started(files)) and spec.on_start:
-                    spec.on_start(_started_at(files))
+                if pulse is None and _started(files):
+                    pulse = _Pulse(files / "alive.0")
+                    if spec.on_start:
+                        spec.on_start(_started_at(files))
                 if cancelled_at is None and (files / RESULT_FILE).exists():
                     return self._result(files, start)
                 if view.state is not None and view.state not in ACTIVE:
                     break
+                if cancelled_at is None and pulse and pulse.silent_for() > self.lost_after_s:
+                    self.slurm.scancel(job_id)
+                    raise SlurmError(
+                        f"Slurm job {job_id} went silent for {self.lost_after_s:.0f} s while "
+                        f"Slurm said {view.state}: its node lost it"
+                    )
                 if cancel is not None and cancel.is_set() and cancelled_at is None:
                     self.slurm.scancel(job_id)
                     cancelled_at = time.monotonic()
@@ -230,6 +242,9 @@ class SlurmRunner:
             "#SBATCH --ntasks-per-node=1",
             f"#SBATCH --cpus-per-task={max(1, math.ceil(spec.limits.cpus or 1))}",
             "#SBATCH --export=NONE",
+            # A node failure must reach the worker (an infrastructure retry in a fresh
+            # directory), not rerun the job in place under the same id.
+            "#SBATCH --no-requeue",
         ]
         if spec.limits.memory_bytes:  # the run's limit, plus the wrapper's own share
             lines.append(f"#SBATCH --mem={math.ceil(spec.limits.memory_bytes / 2**20) + 512}M")
@@ -276,6 +291,23 @@ class SlurmRunner:
         job_id = self._job_of(pid_file)
         if job_id is not None:
             self.slurm.scancel(job_id)
+
+
+class _Pulse:
+    """How long the job's heartbeat file has not changed, by this worker's clock (the
+    node's clock may differ, so its mtime is not compared with ours)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.last, self.changed = path, "", time.monotonic()
+
+    def silent_for(self) -> float:
+        try:
+            beat = self.path.read_text()
+        except OSError:
+            beat = ""
+        if beat != self.last:
+            self.last, self.changed = beat, time.monotonic()
+        return time.monotonic() - self.changed
 
 
 def job_files(spec: RunSpec) -> Path:

@@ -215,3 +215,30 @@ def test_a_second_worker_adopts_the_job_instead_of_submitting_it_again(tmp_path:
     assert results and results[0].exit_code == 0
     assert second.slurm.calls["sbatch"] == 0, "the job was submitted again"
     assert spec.log_path.read_text().count("CVD") == 1
+
+
+def test_a_job_its_node_lost_is_the_infrastructures_failure(tmp_path: Path) -> None:
+    """The job's step and processes are killed (a node crash) while Slurm still says
+    RUNNING: the silence of its heartbeat gives it away."""
+    import subprocess
+
+    runner = make_test_runner("slurm")
+    assert isinstance(runner, SlurmRunner)
+    runner.heartbeat_s, runner.lost_after_s = 0.5, 4.0
+    spec = _spec(tmp_path, GPU_JOB)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run(spec)
+        except OSError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    _until(lambda: "CVD" in (spec.log_path.read_text() if spec.log_path.exists() else ""), "start")
+    job_id = spec.pid_file.read_text().split()[1]  # type: ignore[union-attr]
+    subprocess.run(["pkill", "-9", "-f", rf"slurmstepd: \[{job_id}\."], check=False)
+    subprocess.run(["pkill", "-9", "-f", str(job_files(spec))], check=False)
+    thread.join(timeout=90)
+    assert errors and isinstance(errors[0], SlurmError) and "lost" in str(errors[0])
