@@ -46,6 +46,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batch", type=int, default=4, help="sequences per iteration")
     p.add_argument("--block", type=int, default=256)
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--iters", type=int, default=250)
     p.add_argument("--ls", type=float, default=0.0, help="label smoothing in training")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
@@ -111,7 +114,15 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     train, val = shard(a.data_dir / "train_000000.bin"), shard(a.data_dir / "val_000000.bin")
     torch.manual_seed(a.init_seed)
-    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=a.block, vocab_size=50304))
+    model = GPT(
+        GPTConfig(
+            n_layer=a.n_layer,
+            n_head=a.n_head,
+            n_embd=a.n_embd,
+            block_size=a.block,
+            vocab_size=50304,
+        )
+    )
     params = list(model.parameters())
     opt = torch.optim.AdamW(
         [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
