@@ -31,6 +31,15 @@ def attempt_dir(runs_dir: Path, job_id: int, attempt: int) -> Path:
     return runs_dir / f"job-{job_id}" / f"attempt-{attempt}"
 
 
+def _live_attempt_dir(runs_dir: Path, job_id: int, attempt: int) -> Path:
+    """The directory the job's current attempt writes to: its own, or, for a worker
+    that reattached to an earlier attempt's cluster jobs, that one (the newest there is)."""
+    for n in range(attempt, 0, -1):
+        if (found := attempt_dir(runs_dir, job_id, n)).exists():
+            return found
+    return attempt_dir(runs_dir, job_id, attempt)
+
+
 @dataclass
 class _Snapshot:
     status: str
@@ -93,7 +102,7 @@ class TestEvents:
     def _new_lines(self, snap: _Snapshot) -> Iterator[Event]:
         """TRAIN_METRICS lines the training log gained since the last look, whole lines only."""
         for label in self.train_labels:
-            log = attempt_dir(self.runs_dir, snap.job_id, snap.attempt) / label / TRAIN_LOG
+            log = _live_attempt_dir(self.runs_dir, snap.job_id, snap.attempt) / label / TRAIN_LOG
             try:
                 with log.open("rb") as handle:
                     handle.seek(self._offsets.get(log, 0))

@@ -77,14 +77,19 @@ class LocalRunner:
         user: str = "65534:65534",
         hidden: list[Path] | None = None,
         share_net: bool = False,
+        bind_all_gpus: bool = False,
     ) -> None:
         if isolation not in ("none", "bwrap"):
             raise ValueError(f"unknown isolation {isolation!r}: use 'bwrap' or 'none'")
         if isolation == "bwrap" and (problem := bwrap_problem()):
             raise RuntimeError(problem)
         self.user, self.hidden = parse_user(user), hidden or []
-        # Only a multi-node Slurm stage shares the node's network: NCCL/gloo need it.
+        # Only a multi-node Slurm stage shares the node's network (NCCL and the
+        # rendezvous need it), and with it the node's name and resolver.
         self.share_net = share_net
+        # In a Slurm job the GPU ids are the scheduler's (maybe renumbered from 0),
+        # not device-node names: bind every GPU node; the job's cgroup says which work.
+        self.bind_all_gpus = bind_all_gpus
         self.isolated = isolation == "bwrap"
         self.name = "bwrap" if self.isolated else "local"
         found = cgroups.detect()
@@ -175,14 +180,20 @@ class LocalRunner:
     def _bwrap(self, spec: RunSpec) -> list[str]:
         uid, gid = self.user
         args = ["bwrap", "--die-with-parent", "--unshare-all", "--unshare-user"]
-        args += ["--share-net"] if self.share_net else []
-        args += ["--uid", str(uid), "--gid", str(gid), "--hostname", HOSTNAME]
-        args += ["--ro-bind", str(_hosts_file()), "/etc/hosts"]
+        args += ["--uid", str(uid), "--gid", str(gid)]
+        if self.share_net:
+            args += ["--share-net"]
+            for path in ("/etc/hosts", "/etc/resolv.conf"):
+                if os.path.exists(path):
+                    args += ["--ro-bind", path, path]
+        else:
+            args += ["--hostname", HOSTNAME, "--ro-bind", str(_hosts_file()), "/etc/hosts"]
         for path in SYSTEM_DIRS + SYSTEM_FILES:
             if os.path.exists(path):
                 args += ["--ro-bind", path, path]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        for node in gpu_device_nodes(spec.gpus):
+        gpus = ["all"] if self.bind_all_gpus and spec.gpus else spec.gpus
+        for node in gpu_device_nodes(gpus):
             args += ["--dev-bind", str(node), str(node)]
         for mount in python_runtime() + spec.mounts:
             args += ["--bind" if mount.writable else "--ro-bind", str(mount.path), str(mount.path)]

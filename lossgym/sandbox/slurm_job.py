@@ -19,9 +19,12 @@ with its own rank in torchrun's rendezvous; node 0 writes the result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -31,8 +34,10 @@ from typing import Any
 from lossgym.sandbox.runner import Limits, Mount, RunResult, RunSpec
 
 SPEC_FILE = "spec.json"
-RESULT_FILE = "result.json"
-RENDEZVOUS_PORT = 29500
+RESULT_FILE = "result.json"  # node 0's; node K's is result.K.json
+RENDEZVOUS_BASE_PORT = 20000
+RESERVED_BYTES = 512  # result and heartbeat files are created this size, then filled in place
+EXIT_NO_RESULT = 3  # the job could not run what it was given: the infrastructure's fault
 HEARTBEAT_S = 10.0  # how often the job says it is alive (the worker notices silence)
 APPTAINER_NET = ["--net", "--network", "none"]
 
@@ -80,29 +85,40 @@ def multi_node_argv(
     """torchrun's single-node flags turned into a rendezvous across `nodes` nodes.
 
     `--standalone` (a local rendezvous) becomes a c10d rendezvous on the first
-    node of the allocation; `--nproc_per_node` stays the GPUs of one node.
+    node of the allocation (its address, and a port from the job id, so two jobs
+    that share a first node do not meet); `--nproc_per_node`, the stage's ranks,
+    is split evenly between the nodes.
     """
     if nodes <= 1:
         return argv
     out: list[str] = []
+    port = RENDEZVOUS_BASE_PORT + int(job_id) % 20000 if job_id.isdigit() else 29500
     for arg in argv:
         if arg == "--standalone":
             out += [
                 f"--nnodes={nodes}", f"--node_rank={node_rank}", "--rdzv_backend=c10d",
-                f"--rdzv_endpoint={head}:{RENDEZVOUS_PORT}", f"--rdzv_id=lossgym-{job_id}",
+                f"--rdzv_endpoint={head}:{port}", f"--rdzv_id=lossgym-{job_id}",
             ]  # fmt: skip
+        elif arg.startswith("--nproc_per_node="):
+            total = int(arg.split("=", 1)[1])
+            out.append(f"--nproc_per_node={max(1, total // nodes)}")
         else:
             out.append(arg)
     return out
 
 
 def apptainer_argv(spec: RunSpec, image: str, share_net: bool) -> list[str]:
-    """`apptainer exec` with the spec's mounts and nothing else of the host."""
-    args = ["apptainer", "exec", "--contain", "--cleanenv", "--no-home", "--no-mount", "tmp"]
+    """`apptainer exec` with the spec's mounts and nothing else of the host.
+
+    `--containall`: its own PID and IPC namespaces, a clean environment, no home,
+    /tmp or working directory from the host; `--no-mount hostfs,bind-paths`: none
+    of the site's configured binds either.
+    """
+    args = ["apptainer", "exec", "--containall", "--no-mount", "hostfs,bind-paths,cwd"]
     if not share_net:
         args += APPTAINER_NET
     if spec.gpus:
-        args.append("--nv")
+        args += ["--nv", "--env", f"CUDA_VISIBLE_DEVICES={','.join(spec.gpus)}"]
     for mount in spec.mounts:
         args += ["--bind", f"{mount.path}:{mount.path}:{'rw' if mount.writable else 'ro'}"]
     for key, value in spec.env.items():
@@ -112,13 +128,19 @@ def apptainer_argv(spec: RunSpec, image: str, share_net: bool) -> list[str]:
 
 def run(job_dir: Path) -> int:
     data = json.loads((job_dir / SPEC_FILE).read_text())
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    gpus = [g for g in visible.split(",") if g][: data["gpus"]] if data["gpus"] else []
-    spec = spec_from_json(data, gpus)
     nodes, rank = int(data["nodes"]), int(os.environ.get("SLURM_NODEID", "0"))
-    head = os.environ.get("LOSSGYM_HEAD_NODE", "localhost")
-    spec.argv = multi_node_argv(spec.argv, nodes, rank, head, os.environ.get("SLURM_JOB_ID", "0"))
+    job_id = os.environ.get("SLURM_JOB_ID", "0")
+    visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
+    want = int(data["gpus"]) // nodes
+    if len(visible) < want:  # Slurm's allocation, not the run: exit with no result
+        print(f"slurm_job: {want} GPUs asked, {len(visible)} visible", file=sys.stderr)
+        return EXIT_NO_RESULT
+    spec = spec_from_json(data, visible[:want])
+    head = _head_address(os.environ.get("LOSSGYM_HEAD_NODE", "localhost"))
+    spec.argv = multi_node_argv(spec.argv, nodes, rank, head, job_id)
     runner = _runner(data, spec, share_net=nodes > 1)
+    if runner is None:
+        return EXIT_NO_RESULT
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     signal.signal(signal.SIGINT, lambda *_: cancel.set())
@@ -137,34 +159,82 @@ def run(job_dir: Path) -> int:
         cancel.wait(1.0)
     if cancel.is_set():
         return 143  # scancel: no result, so the worker can tell whose cancel it was
-    if rank == 0:
-        record = {"exit_code": result.exit_code, "timed_out": result.timed_out,
-                  "seconds": result.seconds, "started": started}  # fmt: skip
-        _write(job_dir / RESULT_FILE, json.dumps(record))
+    record = {"exit_code": result.exit_code, "timed_out": result.timed_out,
+              "seconds": result.seconds, "started": started, "job": job_id}  # fmt: skip
+    fill_in_place(job_dir / result_name(rank), json.dumps(record))
     return 0 if result.exit_code == 0 else 1
 
 
+def result_name(rank: int) -> str:
+    return RESULT_FILE if rank == 0 else f"result.{rank}.json"
+
+
+def reserve(path: Path) -> None:
+    """Create `path` at its full size now (the worker does, at submission), so the job
+    can fill it in place even when the agent's output has filled the disk since."""
+    path.write_text(" " * RESERVED_BYTES)
+
+
+def fill_in_place(path: Path, text: str) -> None:
+    """Overwrite a reserved file in place, padded to its size (JSON allows the spaces)."""
+    data = text.encode().ljust(RESERVED_BYTES)[:RESERVED_BYTES]
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def read_filled(path: Path) -> dict[str, Any] | None:
+    """What a reserved file holds once filled; None while it is blank (or absent)."""
+    try:
+        text = path.read_text().strip()
+        return json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def _head_address(name: str) -> str:
+    """The first node's address, resolved here: inside the sandbox names may not resolve."""
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        return name
+
+
 def _runner(data: dict[str, Any], spec: RunSpec, share_net: bool) -> Any:
+    """The node's local runner for this spec; None when the container cannot start."""
     from lossgym.sandbox.local_runner import LocalRunner
 
     if data["container"] == "apptainer":
         from lossgym.sandbox.runner import substitute_python
 
-        spec.argv = apptainer_argv(spec, data["image"], share_net) + substitute_python(
-            spec.argv, "python"
-        )
+        wrap = apptainer_argv(spec, data["image"], share_net)
+        probe = subprocess.run([*wrap, "true"], capture_output=True, text=True, check=False)
+        if probe.returncode != 0:  # Apptainer's own failure must not be the run's
+            print(f"slurm_job: apptainer cannot start: {probe.stderr.strip()}", file=sys.stderr)
+            return None
+        spec.argv = wrap + substitute_python(spec.argv, "python")
         return LocalRunner(isolation="none")
     isolation = "bwrap" if data["container"] == "bwrap" else "none"
-    return LocalRunner(isolation=isolation, user=data["user"], share_net=share_net)
+    # Slurm may number the GPUs it gives from 0 (ConstrainDevices), so the ids are not
+    # device-node names: every GPU node is bound, and the job's cgroup says which work.
+    return LocalRunner(isolation=isolation, user=data["user"], share_net=share_net,
+                       bind_all_gpus=True)  # fmt: skip
 
 
 def _heartbeat(path: Path, done: threading.Event, every_s: float) -> None:
     """A counter the worker watches: if it stops while Slurm still says RUNNING, the
-    node lost the job (its step was killed, the node rebooted) and the worker retries."""
+    node lost the job (its step was killed, the node rebooted) and the worker retries.
+    Written in place into a reserved file, and a failed write is tried again."""
     beats = 0
     while not done.wait(every_s if beats else 0):
         beats += 1
-        _write(path, str(beats))
+        with contextlib.suppress(OSError):
+            fill_in_place(path, str(beats))
 
 
 def _write(path: Path, text: str) -> None:

@@ -29,6 +29,7 @@ ACTIVE = {
 # States where the node or the scheduler, not the job, ended it: retried, never charged.
 INFRA = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "REVOKED", "DEADLINE"}
 VANISHED = "VANISHED"  # our name: squeue forgot the job (two polls in a row)
+UNKNOWN = "UNKNOWN"  # our name: squeue did not answer, so nothing is known
 MISSES_TO_VANISH = 2
 COMMAND_TIMEOUT_S = 60.0
 
@@ -130,7 +131,11 @@ class SlurmQueue:
                 if not self._jobs:
                     self._thread = None
                     return
-            listed = self.slurm.squeue()
+            try:
+                listed = self.slurm.squeue()
+            except SlurmError as error:  # a slow controller: try again next interval
+                log.warning("%s", error)
+                listed = None
             with self._changed:
                 if listed is not None:
                     self._update(listed)
@@ -148,7 +153,12 @@ class SlurmQueue:
                     view.state = VANISHED
 
     def lookup(self, job_id: str) -> str | None:
-        """The state squeue gives one job now (for a worker that reattaches); None
-        when it lists no such job or cannot say."""
-        listed = self.slurm.squeue([job_id])
-        return None if not listed or job_id not in listed else listed[job_id][0]
+        """The state squeue gives one job now (for a worker that reattaches): None when
+        it lists no such job, UNKNOWN when it could not say."""
+        try:
+            listed = self.slurm.squeue([job_id])
+        except SlurmError:
+            return UNKNOWN
+        if listed is None:
+            return UNKNOWN
+        return listed[job_id][0] if job_id in listed else None

@@ -18,14 +18,18 @@ What a job's end means:
 
 A run's pid file holds its Slurm job id. A worker that restarts after a crash
 reattaches to that job (`reattachable`, then `run` adopts it) instead of
-submitting it again.
+submitting it again. A worker that stops, or loses a test's lease, detaches
+(`cancel.detach`): it stops following the job and leaves it running for
+whoever claims the test next.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -43,8 +47,24 @@ from lossgym.sandbox.runner import (
     read_pid_file,
     write_pid_file,
 )
-from lossgym.sandbox.slurm_job import HEARTBEAT_S, RESULT_FILE, SPEC_FILE, spec_to_json
-from lossgym.sandbox.slurm_queue import ACTIVE, INFRA, VANISHED, Slurm, SlurmError, SlurmQueue
+from lossgym.sandbox.slurm_job import (
+    HEARTBEAT_S,
+    RESULT_FILE,
+    SPEC_FILE,
+    read_filled,
+    reserve,
+    result_name,
+    spec_to_json,
+)
+from lossgym.sandbox.slurm_queue import (
+    ACTIVE,
+    INFRA,
+    UNKNOWN,
+    VANISHED,
+    Slurm,
+    SlurmError,
+    SlurmQueue,
+)
 
 if TYPE_CHECKING:
     from lossgym.config import Settings
@@ -54,10 +74,11 @@ RESULT_CHECK_S = 1.0  # how often a run looks for its result file between polls
 CANCEL_WAIT_S = 120.0  # how long a cancelled job may take to leave the queue
 TIME_MARGIN_MIN = 2  # --time beyond the run's own limit: start-up and teardown
 LOST_AFTER_S = 9 * HEARTBEAT_S  # a running job silent this long was lost by its node
+RESULT_GRACE_S = 60.0  # how long a result may take to show after the job ended (NFS caches)
+UNSAFE_PATH = re.compile(r"[\s%]")  # sbatch splits #SBATCH lines on spaces and expands %
 
 
 class SlurmRunner:
-    name = "slurm"
     queues = True  # a run may wait in a queue: its time limit counts from its start
     reattaches = True  # a restarted worker adopts the jobs its predecessor submitted
 
@@ -86,12 +107,15 @@ class SlurmRunner:
             raise ValueError("the Apptainer container needs an image (LOSSGYM_SLURM_IMAGE)")
         self.container, self.image, self.user = container, image, user
         self.isolated = container != "none"
+        # "local" is what marks a test unisolated on the leaderboard.
+        self.name = "slurm" if self.isolated else "local"
         named = (("partition", partition), ("account", account), ("qos", qos))
         self.flags = [f"--{key}={value}" for key, value in named if value]
         self.flags += shlex.split(extra)
         self.gpus_per_node, self.multi_node = gpus_per_node, multi_node
         self.shared_dir, self.hidden = shared_dir, hidden or []
         self.heartbeat_s, self.lost_after_s = heartbeat_s, lost_after_s
+        self.result_grace_s = RESULT_GRACE_S
         self.slurm = slurm or Slurm()
         self.queue = SlurmQueue(self.slurm, poll_s)
 
@@ -124,21 +148,24 @@ class SlurmRunner:
 
     def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
         check_mounts(spec, self.hidden)
-        self._check_shared(spec)
+        self._check_paths(spec)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         prepare_writable(spec, None)  # the node's local runner hands them to the sandbox user
         files = job_files(spec)
-        job_id = self._adopt(spec, files) or self._submit(spec, files)
-        return self._follow(job_id, spec, files, cancel)
+        nodes = self.nodes_for(len(spec.gpus))
+        job_id = self._adopt(spec, files) or self._submit(spec, files, nodes)
+        return self._follow(job_id, spec, files, nodes, cancel)
 
-    def _submit(self, spec: RunSpec, files: Path) -> str:
+    def _submit(self, spec: RunSpec, files: Path, nodes: int) -> str:
         shutil.rmtree(files, ignore_errors=True)  # a job that vanished left only stale files
         files.mkdir(parents=True)
         os.chmod(files, 0o700)
-        nodes = self.nodes_for(len(spec.gpus))
         text = spec_to_json(spec, container=self.container, image=self.image, user=self.user,
                             nodes=nodes, heartbeat_s=self.heartbeat_s)  # fmt: skip
         (files / SPEC_FILE).write_text(text)
+        for rank in range(nodes):  # full size now: the agent cannot fill the disk first
+            reserve(files / result_name(rank))
+            reserve(files / f"alive.{rank}")
         script = self.batch_script(spec, files)
         (files / "job.sh").write_text(script)  # for the operator: what was submitted
         job_id = self.slurm.sbatch(script)
@@ -152,12 +179,21 @@ class SlurmRunner:
         job_id = self._job_of(spec.pid_file)
         if job_id is None or not (files / SPEC_FILE).exists():
             return None
-        if (files / RESULT_FILE).exists() or self.queue.lookup(job_id) in ACTIVE:
-            return job_id
-        return None
+        return job_id if self._alive_or_done(job_id, files) else None
+
+    def _alive_or_done(self, job_id: str, files: Path) -> bool:
+        if read_filled(files / RESULT_FILE) is not None:
+            return True
+        # Unknown (the controller did not answer): follow it; the poller will tell.
+        return self.queue.lookup(job_id) in ACTIVE | {UNKNOWN}
 
     def _follow(
-        self, job_id: str, spec: RunSpec, files: Path, cancel: threading.Event | None
+        self,
+        job_id: str,
+        spec: RunSpec,
+        files: Path,
+        nodes: int,
+        cancel: threading.Event | None,
     ) -> RunResult:
         start = time.monotonic()
         self.queue.follow(job_id)
@@ -166,13 +202,21 @@ class SlurmRunner:
         try:
             while True:
                 view = self.queue.view(job_id)
-                if pulse is None and _started(files):
+                if pulse is None and (files / "started.0").exists():
                     pulse = _Pulse(files / "alive.0")
                     if spec.on_start:
                         spec.on_start(_started_at(files))
-                if cancelled_at is None and (files / RESULT_FILE).exists():
-                    return self._result(files, start)
+                done = _results(files, nodes, job_id)
+                if cancelled_at is None and done is not None:
+                    return done
                 if view.state is not None and view.state not in ACTIVE:
+                    break
+                if cancel is not None and cancel.is_set() and cancelled_at is None:
+                    if getattr(cancel, "detach", False):  # leave it to the next worker
+                        return RunResult(None, False, True, time.monotonic() - start)
+                    self.slurm.scancel(job_id)
+                    cancelled_at = time.monotonic()
+                if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_WAIT_S:
                     break
                 if cancelled_at is None and pulse and pulse.silent_for() > self.lost_after_s:
                     self.slurm.scancel(job_id)
@@ -180,25 +224,29 @@ class SlurmRunner:
                         f"Slurm job {job_id} went silent for {self.lost_after_s:.0f} s while "
                         f"Slurm said {view.state}: its node lost it"
                     )
-                if cancel is not None and cancel.is_set() and cancelled_at is None:
-                    self.slurm.scancel(job_id)
-                    cancelled_at = time.monotonic()
-                if cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_WAIT_S:
-                    break
                 self.queue.wait(RESULT_CHECK_S)
         finally:
             self.queue.unfollow(job_id)
         seconds = time.monotonic() - start
         if cancelled_at is not None:  # ours: whatever it did after that does not count
             return RunResult(None, False, True, seconds)
-        if (files / RESULT_FILE).exists():
-            return self._result(files, start)
+        if view.state in ("COMPLETED", "FAILED"):  # its wrapper ended: a result is due
+            done = self._late_results(files, nodes, job_id)
+            if done is not None:
+                return done
         return self._ended_without_result(job_id, view.state or VANISHED, spec, seconds)
 
-    def _result(self, files: Path, start: float) -> RunResult:
-        record = json.loads((files / RESULT_FILE).read_text())
-        seconds = float(record.get("seconds") or time.monotonic() - start)
-        return RunResult(record["exit_code"], bool(record["timed_out"]), False, seconds)
+    def _late_results(self, files: Path, nodes: int, job_id: str) -> RunResult | None:
+        """The result of a job Slurm says has ended, which a shared filesystem may show
+        late (NFS caches a directory's listing): looked for, freshly, a while."""
+        deadline = time.monotonic() + self.result_grace_s
+        while True:
+            with contextlib.suppress(OSError):
+                os.listdir(files)  # a fresh look at the directory
+            done = _results(files, nodes, job_id)
+            if done is not None or time.monotonic() > deadline:
+                return done
+            time.sleep(RESULT_CHECK_S)
 
     def _ended_without_result(
         self, job_id: str, state: str, spec: RunSpec, seconds: float
@@ -226,14 +274,20 @@ class SlurmRunner:
                 f"a stage with {gpus} GPUs needs {nodes} nodes of {self.gpus_per_node}: multi-node "
                 "stages share the nodes' network, so they need LOSSGYM_SLURM_MULTI_NODE=true"
             )
+        if gpus % nodes:
+            raise SlurmError(f"{gpus} GPUs do not split evenly over {nodes} nodes")
         return nodes
 
     def batch_script(self, spec: RunSpec, files: Path) -> str:
-        """The script `sbatch` gets: resources as #SBATCH lines, then the trusted wrapper."""
+        """The script `sbatch` gets: resources as #SBATCH lines, then the trusted wrapper.
+
+        The site's flags come first, so none of them can override the lines that keep
+        the run honest (its environment, no requeue in place, its time).
+        """
         gpus, nodes = len(spec.gpus), self.nodes_for(len(spec.gpus))
         minutes = math.ceil(spec.timeout_s / 60) + TIME_MARGIN_MIN
-        lines = [
-            "#!/bin/bash",
+        lines = ["#!/bin/bash", *(f"#SBATCH {flag}" for flag in self.flags)]
+        lines += [
             f"#SBATCH --job-name=lossgym-{spec.log_path.parent.name}-{spec.log_path.stem}",
             f"#SBATCH --output={files}/slurm-%j.out",
             f"#SBATCH --chdir={files}",
@@ -249,25 +303,28 @@ class SlurmRunner:
         if spec.limits.memory_bytes:  # the run's limit, plus the wrapper's own share
             lines.append(f"#SBATCH --mem={math.ceil(spec.limits.memory_bytes / 2**20) + 512}M")
         if gpus:
-            lines.append(f"#SBATCH --gres=gpu:{min(gpus, self.gpus_per_node)}")
-        lines += [f"#SBATCH {flag}" for flag in self.flags]
+            lines.append(f"#SBATCH --gres=gpu:{gpus // nodes}")
         python, where = shlex.quote(sys.executable), shlex.quote(str(files))
         wrapper = f"{python} -I -m lossgym.sandbox.slurm_job {where}"
         if nodes == 1:
             return "\n".join([*lines, f"exec {wrapper}", ""])
         first = 'scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1'
         head = f'export LOSSGYM_HEAD_NODE="$({first})"'
-        step = f"srun --nodes={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 --export=ALL"
+        # No --kill-on-bad-exit: every node writes its own result, so a rank that
+        # failed on node 2 is the run's failure, not a job killed without one.
+        step = f"srun --nodes={nodes} --ntasks-per-node=1 --export=ALL"
         return "\n".join([*lines, head, f"exec {step} {wrapper}", ""])
 
-    def _check_shared(self, spec: RunSpec) -> None:
-        """Every path a job reads or writes must be on the filesystem all nodes share."""
-        if self.shared_dir is None:
-            return
+    def _check_paths(self, spec: RunSpec) -> None:
+        """Every path a job uses must be on the filesystem all nodes share, and safe to
+        write into an #SBATCH line."""
         for path in [spec.log_path, spec.cwd, *(m.path for m in spec.mounts)]:
-            if not path.resolve().is_relative_to(self.shared_dir.resolve()):
+            if UNSAFE_PATH.search(str(path)):
+                raise SlurmError(f"{path}: a path with whitespace or % cannot go to sbatch")
+            shared = self.shared_dir
+            if shared is not None and not path.resolve().is_relative_to(shared.resolve()):
                 raise SlurmError(
-                    f"{path} is not under the shared filesystem {self.shared_dir} "
+                    f"{path} is not under the shared filesystem {shared} "
                     "(LOSSGYM_SHARED_DIR): the job's node could not see it"
                 )
 
@@ -283,14 +340,27 @@ class SlurmRunner:
         job_id = self._job_of(pid_file)
         if job_id is None:
             return False
-        files = pid_file.with_name(f".slurm-{pid_file.name}")
-        return (files / RESULT_FILE).exists() or self.queue.lookup(job_id) in ACTIVE
+        return self._alive_or_done(job_id, pid_file.with_name(f".slurm-{pid_file.name}"))
 
     def kill_stale(self, pid_file: Path) -> None:
         """Cancel the job a dead worker's run left in the queue."""
         job_id = self._job_of(pid_file)
         if job_id is not None:
             self.slurm.scancel(job_id)
+
+
+def _results(files: Path, nodes: int, job_id: str) -> RunResult | None:
+    """The run's result once every node wrote its own (this job's, not an older one's):
+    the first failing node's exit code, the time limit if any node hit it."""
+    records = [read_filled(files / result_name(rank)) for rank in range(nodes)]
+    if any(r is None or str(r.get("job")) != job_id for r in records):
+        return None
+    failed = [r for r in records if r and r["exit_code"] != 0]
+    first = (failed or records)[0]
+    assert first is not None
+    timed_out = any(r and r["timed_out"] for r in records)
+    seconds = max(float(r["seconds"]) for r in records if r)
+    return RunResult(None if timed_out else first["exit_code"], timed_out, False, seconds)
 
 
 class _Pulse:
@@ -315,10 +385,6 @@ def job_files(spec: RunSpec) -> Path:
     if spec.pid_file is not None:
         return spec.pid_file.with_name(f".slurm-{spec.pid_file.name}")
     return spec.log_path.with_name(f".slurm-{spec.log_path.name}")
-
-
-def _started(files: Path) -> bool:
-    return (files / "started.0").exists()
 
 
 def _started_at(files: Path) -> float:

@@ -264,7 +264,7 @@ def _lm_eval_spec(job: LmEvalJob, eval_dir: Path) -> RunSpec:
         Mount(eval_dir, writable=True),
     ]
     return RunSpec(
-        argv, eval_dir, job.run_dir / "eval.log", job.time_limit_s, env,
+        argv, eval_dir, job.run_dir / "eval.log", job.time_limit_s, env, job.run_dir / "eval.pid",
         mounts=[m for m in mounts if m.path.exists()], gpus=job.gpus, limits=job.limits,
     )  # fmt: skip
 

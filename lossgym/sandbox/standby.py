@@ -27,6 +27,7 @@ from lossgym.trainer.wait import JOB_FILE
 
 IDLE_S = 600.0  # a standby nobody used exits by itself after this long
 USABLE_S = IDLE_S - 60.0  # ...so it is only handed out while well short of that
+LATE_S = 30.0  # a cluster job may end this long after its limit before it counts as over
 
 
 class Standby:
@@ -122,6 +123,9 @@ class Standby:
         def watch() -> None:
             while self._thread.is_alive():
                 if cancel.wait(0.2):
+                    # A worker that stops or loses the test detaches from a cluster
+                    # job (`detach`): it goes on running for the next worker.
+                    self._stop.detach = getattr(cancel, "detach", False)  # type: ignore[attr-defined]
                     self.cancel()
                     return
 
@@ -141,7 +145,9 @@ class Standby:
             raise self._error
         assert self._result is not None and self._ended is not None
         result = self._result
-        if self._go_at is None or self._ended < self._go_at:
+        # A cluster job a restarted worker adopted may have ended before this go().
+        adopted = self._queued and self._started_wall is not None and self._go_at is not None
+        if not adopted and (self._go_at is None or self._ended < self._go_at):
             if result.cancelled:
                 return RunResult(None, False, True, 0.0)
             raise OSError(f"the sandbox ended before its job was handed over ({result})")
@@ -149,6 +155,8 @@ class Standby:
         timed_out = result.timed_out or (
             result.cancelled and self._limit_hit and not self._cancelled
         )
+        if self._queued and not result.cancelled and result.seconds > self._limit_s + LATE_S:
+            timed_out = True  # it ran past its limit while no worker was watching
         return RunResult(
             exit_code=None if timed_out or result.cancelled else result.exit_code,
             timed_out=timed_out,

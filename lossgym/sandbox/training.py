@@ -23,6 +23,7 @@ The layout of a stage's run directory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -105,9 +106,7 @@ def visible_shards(dataset_dir: Path) -> list[Path]:
 def fill(job: StageJob, dirs: StageDirs) -> None:
     """Write the job's workspace, config, run record and model config into `dirs`."""
     for rel, text in job.files.items():
-        path = dirs.workspace / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        _write_if_changed(dirs.workspace / rel, text)
     config = dict(job.train_config)
     config.update(seed=job.seed, data_dir=str(dirs.train_data), out_dir=str(dirs.out))
     # In place (same inode): the sandbox's file mount of it was made at start. Left
@@ -118,7 +117,17 @@ def fill(job: StageJob, dirs: StageDirs) -> None:
             file.truncate(0)
             file.write(text)
     write_record(dirs.root, build_record(job, config))
-    (dirs.eval / "model.json").write_text(json.dumps(job.model_config, indent=2))
+    _write_if_changed(dirs.eval / "model.json", json.dumps(job.model_config, indent=2))
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write `path` unless it already holds `text`: a restarted worker reattaching to a
+    cluster job must not truncate files that job may be reading."""
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
 
 
 class TrainingRun(Standby):
@@ -232,10 +241,14 @@ def hand_over(checkpoint: Path, target: Path) -> None:
     Training's processes are gone by now, so the file can no longer change;
     as root it also stops being theirs (owner root, read-only).
     """
-    try:
-        os.link(checkpoint, target, follow_symlinks=False)
-    except OSError:
-        shutil.copyfile(checkpoint, target, follow_symlinks=False)
+    if target.exists() and os.path.samefile(checkpoint, target):
+        pass  # handed over already (a restarted worker carrying on with a cluster job)
+    else:
+        target.unlink(missing_ok=True)
+        try:
+            os.link(checkpoint, target, follow_symlinks=False)
+        except OSError:
+            shutil.copyfile(checkpoint, target, follow_symlinks=False)
     if os.geteuid() == 0:
         os.chown(target, 0, 0, follow_symlinks=False)
     os.chmod(target, 0o444)

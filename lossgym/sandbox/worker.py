@@ -58,6 +58,7 @@ class Worker:
         # A queuing runner (Slurm) lets the scheduler hand out GPUs and start runs:
         # nothing is started ahead, and the worker only dispatches.
         self.queues = bool(getattr(self.runner, "queues", False))
+        self.reattaches = bool(getattr(self.runner, "reattaches", False))
         self.gpus = [] if self.queues else configured_gpus(settings.gpus)
         self.alive_file = alive_file  # touched while the worker works: a health check reads it
         # Training sandboxes started ahead (CPU stages), each for one later job.
@@ -108,6 +109,7 @@ class Worker:
             return False
         task = self.tasks.get(claimed.task)
         if claimed.attempt > MAX_ATTEMPTS:
+            kill_stale_attempts(self.runner, self._job_dir(claimed), None)  # detached jobs too
             with self.db.transaction() as db:
                 results.give_up(
                     db, claimed, task, f"failed on the infrastructure {MAX_ATTEMPTS} times"
@@ -124,6 +126,9 @@ class Worker:
         )
         beat.start()
         cancel = _either(stop, lease_lost)
+        # A cluster job outlives its worker: stopping or losing the lease detaches from
+        # it (cancel.detach), and whoever claims the test next reattaches.
+        cancel.detach = self.reattaches  # type: ignore[attr-defined]
         try:
             outcomes = self._run_stages(claimed, task, cancel)
         finally:
@@ -156,7 +161,7 @@ class Worker:
             expired = queries.requeue_expired(db)
         for job_id in expired:
             log.warning("job %s: its worker stopped heartbeating; requeued", job_id)
-            if not getattr(self.runner, "reattaches", False):
+            if not self.reattaches:
                 # Its GPUs count as free from now on: what its dead worker left
                 # running on this host (processes, containers) must go first.
                 # (Slurm jobs live on: whoever claims the job reattaches to them.)
@@ -268,10 +273,13 @@ class Worker:
         ]
         for directory in earlier:
             pid_files = [*directory.glob("*/pid"), *directory.glob("*/eval.pid")]
-            if any(reattachable(pid_file) for pid_file in pid_files):
+            if not pid_files:
+                continue
+            # Only when every job it started lives on or ended with a result: a run
+            # that failed must not be resubmitted among the files of the old one.
+            if all(reattachable(pid_file) for pid_file in pid_files):
                 return directory
-            if pid_files:
-                return None  # the latest attempt that ran anything is over: start afresh
+            return None  # the latest attempt that ran anything is over: start afresh
         return None
 
     def _stage_job(self, claimed: ClaimedJob, task: Task, position: int) -> StageJob:

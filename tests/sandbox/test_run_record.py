@@ -152,3 +152,19 @@ def test_what_is_not_a_checkpoint_is_never_handed_over(tmp_path):
         outcome = run_train_stage(job, CheckpointRunner(make), threading.Event())
         assert outcome.status == "failed" and reason in outcome.reason, (name, outcome)
         assert list((job.run_dir / "eval_in").iterdir()) == [], name
+
+
+def test_a_second_hand_over_of_the_same_checkpoint_is_a_no_op(tmp_path):
+    """A restarted worker reattaching to a cluster job hands the checkpoint over again."""
+    from lossgym.sandbox.training import hand_over
+
+    checkpoint, target = tmp_path / "model.safetensors", tmp_path / "in" / "model.safetensors"
+    target.parent.mkdir()
+    checkpoint.write_bytes(b"weights")
+    hand_over(checkpoint, target)
+    hand_over(checkpoint, target)
+    assert target.read_bytes() == b"weights" and target.stat().st_mode & 0o777 == 0o444
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"new weights")
+    hand_over(other, target)  # a different file replaces what a dead attempt left
+    assert target.read_bytes() == b"new weights"

@@ -60,7 +60,9 @@ def test_batch_script_carries_the_stages_resources_and_the_sites_flags(tmp_path:
     ]:  # fmt: skip
         assert wanted in lines, f"{wanted!r} missing from\n{script}"
     assert lines[-1].startswith("exec ") and "lossgym.sandbox.slurm_job" in lines[-1]
-    assert "srun" not in script
+    assert "srun" not in script and "#SBATCH --no-requeue" in lines
+    # The site's flags come first: a later line wins, so none can undo ours.
+    assert lines.index("#SBATCH --exclusive") < lines.index("#SBATCH --export=NONE")
 
 
 def test_a_stage_larger_than_a_node_runs_across_nodes_only_when_allowed(tmp_path: Path) -> None:
@@ -71,32 +73,50 @@ def test_a_stage_larger_than_a_node_runs_across_nodes_only_when_allowed(tmp_path
     script = runner.batch_script(spec, tmp_path)
     assert "#SBATCH --nodes=2" in script and "#SBATCH --gres=gpu:8" in script
     assert "srun --nodes=2 --ntasks-per-node=1" in script and "LOSSGYM_HEAD_NODE" in script
+    assert "--kill-on-bad-exit" not in script, "a node's failure must leave its result"
+    twelve = _spec(tmp_path, "pass", gpus=[str(i) for i in range(12)])
+    assert "#SBATCH --gres=gpu:6" in runner.batch_script(twelve, tmp_path), "6 + 6, not 8 + 8"
+    nine = _spec(tmp_path, "pass", gpus=[str(i) for i in range(9)])
+    with pytest.raises(SlurmError, match="evenly"):
+        runner.batch_script(nine, tmp_path)
 
 
 def test_torchrun_standalone_becomes_a_rendezvous_on_the_first_node() -> None:
-    argv = ["python", "-m", "lossgym.trainer.torchrun", "--standalone", "--nproc_per_node=8", "x"]
-    assert multi_node_argv(argv, 1, 0, "n1", "7") == argv
-    out = multi_node_argv(argv, 2, 1, "node-a", "7")
-    assert "--standalone" not in out and "--nproc_per_node=8" in out
+    argv = ["python", "-m", "lossgym.trainer.torchrun", "--standalone", "--nproc_per_node=16", "x"]
+    assert multi_node_argv(argv, 1, 0, "10.0.0.1", "7") == argv
+    out = multi_node_argv(argv, 2, 1, "10.0.0.1", "7")
+    assert "--standalone" not in out and "--nproc_per_node=8" in out, "ranks split over nodes"
     assert {"--nnodes=2", "--node_rank=1", "--rdzv_backend=c10d"} <= set(out)
-    assert "--rdzv_endpoint=node-a:29500" in out and out[-1] == "x"
+    assert "--rdzv_endpoint=10.0.0.1:20007" in out and out[-1] == "x", "a port per job"
 
 
 def test_apptainer_sees_the_mounts_read_only_and_no_network(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "pass", gpus=["0"])
     spec.mounts.append(Mount(tmp_path / "shard.bin"))
     argv = apptainer_argv(spec, "/images/lossgym.sif", share_net=False)
-    assert argv[:3] == ["apptainer", "exec", "--contain"] and argv[-1] == "/images/lossgym.sif"
-    assert {"--cleanenv", "--no-home", "--nv"} <= set(argv)
+    assert argv[:3] == ["apptainer", "exec", "--containall"] and argv[-1] == "/images/lossgym.sif"
+    assert "hostfs,bind-paths,cwd" in argv and "--nv" in argv
+    assert "CUDA_VISIBLE_DEVICES=0" in argv, "--containall cleans the environment"
     assert "--net" in argv and argv[argv.index("--network") + 1] == "none"
     assert f"{tmp_path / 'shard.bin'}:{tmp_path / 'shard.bin'}:ro" in argv
     assert f"{tmp_path / 'run'}:{tmp_path / 'run'}:rw" in argv
 
 
-def test_paths_outside_the_shared_filesystem_are_refused(tmp_path: Path) -> None:
+def test_paths_outside_the_shared_filesystem_or_unsafe_for_sbatch_are_refused(
+    tmp_path: Path,
+) -> None:
     runner = SlurmRunner(shared_dir=tmp_path / "shared", slurm=Slurm("nobody"))
     with pytest.raises(SlurmError, match="shared filesystem"):
         runner.run(_spec(tmp_path, "pass"))
+    for name in ("with space", "with%j"):
+        with pytest.raises(SlurmError, match="whitespace or %"):
+            SlurmRunner(slurm=Slurm("nobody")).run(_spec(tmp_path / name, "pass"))
+
+
+def test_an_unisolated_slurm_runner_is_marked_so() -> None:
+    assert SlurmRunner(slurm=Slurm("nobody")).name == "slurm"
+    plain = SlurmRunner(container="none", slurm=Slurm("nobody"))
+    assert plain.name == "local" and not plain.isolated  # "local" marks it on the leaderboard
 
 
 @pytest.mark.parametrize("state", ["NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "CANCELLED", "VANISHED"])
@@ -242,3 +262,73 @@ def test_a_job_its_node_lost_is_the_infrastructures_failure(tmp_path: Path) -> N
     subprocess.run(["pkill", "-9", "-f", str(job_files(spec))], check=False)
     thread.join(timeout=90)
     assert errors and isinstance(errors[0], SlurmError) and "lost" in str(errors[0])
+
+
+def test_a_detaching_worker_leaves_the_job_running_for_the_next(tmp_path: Path) -> None:
+    """A worker that stops (or loses the test) detaches; its successor adopts the job."""
+    first, second = make_test_runner("slurm"), make_test_runner("slurm")
+    assert isinstance(first, SlurmRunner) and isinstance(second, SlurmRunner)
+    spec = _spec(tmp_path, GPU_JOB)
+    stop = threading.Event()
+    stop.detach = True  # type: ignore[attr-defined]
+    results: list[RunResult] = []
+    leaving = threading.Thread(target=lambda: results.append(first.run(spec, stop)))
+    leaving.start()
+    _until(lambda: "CVD" in (spec.log_path.read_text() if spec.log_path.exists() else ""), "start")
+    stop.set()
+    leaving.join(timeout=60)
+    assert results[0].cancelled and first.slurm.calls["scancel"] == 0
+    job_id = spec.pid_file.read_text().split()[1]  # type: ignore[union-attr]
+    assert second.queue.lookup(job_id) == "RUNNING"
+    adopter = threading.Thread(target=lambda: results.append(second.run(spec)))
+    adopter.start()
+    (spec.cwd / "go").write_text("")
+    adopter.join(timeout=90)
+    assert results[1].exit_code == 0 and second.slurm.calls["sbatch"] == 0
+
+
+def test_only_this_jobs_complete_result_counts(tmp_path: Path) -> None:
+    from lossgym.sandbox.slurm_job import fill_in_place, reserve
+    from lossgym.sandbox.slurm_runner import _results
+
+    reserve(tmp_path / "result.json")
+    assert _results(tmp_path, 1, "7") is None, "a reserved, blank result is no result"
+    fill_in_place(tmp_path / "result.json", '{"exit_code": 0, "timed_out": false, '
+                  '"seconds": 1.0, "started": 0, "job": "6"}')  # fmt: skip
+    assert _results(tmp_path, 1, "7") is None, "an older job's result is not this job's"
+    record = '{"exit_code": 0, "timed_out": false, "seconds": 2.0, "started": 0, "job": "7"}'
+    fill_in_place(tmp_path / "result.json", record)
+    assert (tmp_path / "result.json").stat().st_size == 512, "filled in place, same size"
+    reserve(tmp_path / "result.1.json")
+    assert _results(tmp_path, 2, "7") is None, "every node's result is needed"
+    fill_in_place(tmp_path / "result.1.json", record.replace('"exit_code": 0', '"exit_code": 1'))
+    done = _results(tmp_path, 2, "7")
+    assert done is not None and done.exit_code == 1, "a failing node fails the run"
+
+
+class _AdoptedRunner:
+    """A queuing runner whose job had already ended when the worker reattached."""
+
+    queues = True
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        assert spec.on_start is not None
+        spec.on_start(time.time() - self.seconds)
+        return RunResult(0, False, False, self.seconds)
+
+
+@pytest.mark.parametrize(("seconds", "timed_out"), [(5.0, False), (100.0, True)])
+def test_an_adopted_job_that_ended_before_go_is_its_result_within_its_limit(
+    tmp_path: Path, seconds: float, timed_out: bool
+) -> None:
+    from lossgym.sandbox.standby import Standby
+
+    spec = _spec(tmp_path, "pass")
+    standby = Standby(_AdoptedRunner(seconds), spec, tmp_path)  # type: ignore[arg-type]
+    standby._thread.join()  # the adopted result came back before the hand-over
+    standby.go({}, time_limit_s=20.0)
+    result = standby.wait()
+    assert result.timed_out == timed_out and result.exit_code == (None if timed_out else 0)

@@ -122,7 +122,7 @@ def _worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 def test_a_restarted_worker_reattaches_and_submits_nothing_twice(
     slurm_settings: Settings, tmp_path: Path
 ) -> None:
-    slow = fast_tasks_dir(tmp_path / "slow", config={"max_iters": 60})
+    slow = fast_tasks_dir(tmp_path / "slow", config={"max_iters": 40})
     settings = slurm_settings.model_copy(update={"tasks_dir": slow})
     service = _service(settings)
     sid = service.create_session("llm-pretrain-loss", "pytest")["session_id"]
