@@ -141,6 +141,9 @@ def run(job_dir: Path) -> int:
     runner = _runner(data, spec, share_net=nodes > 1)
     if runner is None:
         return EXIT_NO_RESULT
+    # What this node enforces (the run's cgroup needs root or a delegated hierarchy;
+    # without one only Slurm's own --mem and --cpus-per-task hold): in slurm-<id>.out.
+    print(f"slurm_job: job {job_id} node {rank}: {runner.describe()}", file=sys.stderr)
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     signal.signal(signal.SIGINT, lambda *_: cancel.set())

@@ -141,7 +141,10 @@ class TrainingRun(Standby):
         self.evaluator = (
             Standby(runner, eval_spec(job, dirs), dirs.eval_in) if with_evaluator else None
         )
-        super().__init__(runner, _train_spec(job, dirs), dirs.job)
+        # A queuing runner's job gets its job file before it can start: no idle wait
+        # to allow for (and a --time no longer than the run needs).
+        idle_s = 60.0 if getattr(runner, "queues", False) else IDLE_S
+        super().__init__(runner, _train_spec(job, dirs, idle_s), dirs.job)
 
     def start_job(self, job: StageJob) -> None:
         self.go({"script": job.entrypoint, "regions": job.regions}, job.time_limit_s)
@@ -292,13 +295,13 @@ def eval_spec(job: StageJob, dirs: StageDirs, standby_s: float = EVAL_STANDBY_S)
     )  # fmt: skip
 
 
-def _train_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
+def _train_spec(job: StageJob, dirs: StageDirs, idle_s: float = IDLE_S) -> RunSpec:
     # -I everywhere: no workspace directory on sys.path, no PYTHON* variables.
     argv = [
         PYTHON, "-I", "-m", "lossgym.trainer.torchrun", "--standalone",
         f"--nproc_per_node={job.nproc}", "--no-python",
         PYTHON, "-I", "-u", "-m", "lossgym.trainer.launch",
-        "--wait-inbox", str(dirs.job), "--idle-s", str(IDLE_S),
+        "--wait-inbox", str(dirs.job), "--idle-s", str(idle_s),
     ]  # fmt: skip
     env = base_env(
         {
@@ -315,6 +318,6 @@ def _train_spec(job: StageJob, dirs: StageDirs) -> RunSpec:
     mounts.append(Mount(dirs.out, writable=True))
     # The job's own time limit counts from the hand-over (Standby.go).
     return RunSpec(
-        argv, dirs.workspace, dirs.log, IDLE_S + job.time_limit_s + 60, env, dirs.root / "pid",
+        argv, dirs.workspace, dirs.log, idle_s + job.time_limit_s + 60, env, dirs.root / "pid",
         mounts=mounts, gpus=job.gpus, limits=job.limits,
     )  # fmt: skip
