@@ -288,7 +288,7 @@ class SlurmRunner:
         minutes = math.ceil(spec.timeout_s / 60) + TIME_MARGIN_MIN
         lines = ["#!/bin/bash", *(f"#SBATCH {flag}" for flag in self.flags)]
         lines += [
-            f"#SBATCH --job-name=lossgym-{spec.log_path.parent.name}-{spec.log_path.stem}",
+            f"#SBATCH --job-name={job_name(spec)}",
             f"#SBATCH --output={files}/slurm-%j.out",
             f"#SBATCH --chdir={files}",
             f"#SBATCH --time={minutes}",
@@ -378,6 +378,13 @@ class _Pulse:
         if beat != self.last:
             self.last, self.changed = beat, time.monotonic()
         return time.monotonic() - self.changed
+
+
+def job_name(spec: RunSpec) -> str:
+    """lossgym:job-42:attempt-1:gpt-124m:train, so an operator (and squeue) can tell
+    which test a job belongs to."""
+    parts = [*spec.log_path.parent.parts[-3:], spec.log_path.stem]
+    return "lossgym:" + ":".join(parts)
 
 
 def job_files(spec: RunSpec) -> Path:
