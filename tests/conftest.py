@@ -269,3 +269,19 @@ def new_session() -> Callable[[str], dict]:
         return body
 
     return create
+
+
+def start_worker(settings: Settings, log: Path, **env_extra: str) -> subprocess.Popen[bytes]:
+    """`lossgym worker` in a subprocess against `settings`' database, runs and tasks;
+    `env_extra`: more LOSSGYM_* variables (the runner, say)."""
+    env = dict(os.environ)
+    env.update(
+        LOSSGYM_DATABASE=str(settings.database), LOSSGYM_RUNS_DIR=str(settings.runs_dir),
+        LOSSGYM_DATA_DIR=str(settings.data_dir), LOSSGYM_TASKS_DIR=str(settings.tasks_dir),
+        LOSSGYM_LEASE_S=str(settings.lease_s), LOSSGYM_WORKER_POLL_S="0.2", **env_extra,
+    )  # fmt: skip
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lossgym.cli", "worker"], env=env, cwd=REPO,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip

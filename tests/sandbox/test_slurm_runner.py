@@ -40,6 +40,41 @@ def _until(condition: Callable[[], bool], what: str, timeout_s: float = 90.0) ->
         time.sleep(0.05)
 
 
+def _started(spec: RunSpec) -> bool:
+    """GPU_JOB prints its GPUs first thing."""
+    return "CVD" in (spec.log_path.read_text() if spec.log_path.exists() else "")
+
+
+def _run_expecting_an_error(
+    runner: SlurmRunner, spec: RunSpec
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start `spec` in a thread that keeps the OSError its run ends with; return once
+    the job has started."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run(spec)
+        except OSError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    _until(lambda: _started(spec), "the job to start")
+    return thread, errors
+
+
+def _adopt_and_finish(runner: SlurmRunner, spec: RunSpec) -> RunResult:
+    """Follow `spec`'s job (it is running already), let it end, and return its result."""
+    results: list[RunResult] = []
+    adopter = threading.Thread(target=lambda: results.append(runner.run(spec)))
+    adopter.start()
+    (spec.cwd / "go").write_text("")
+    adopter.join(timeout=90)
+    assert results, "the adopted job did not end"
+    return results[0]
+
+
 # -- what is submitted (no cluster needed) ------------------------------------
 
 
@@ -203,17 +238,7 @@ def test_a_job_cancelled_from_outside_is_the_infrastructures_failure(
     slurm_runner: SlurmRunner, tmp_path: Path
 ) -> None:
     spec = _spec(tmp_path, GPU_JOB)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            slurm_runner.run(spec)
-        except OSError as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    _until(lambda: "CVD" in (spec.log_path.read_text() if spec.log_path.exists() else ""), "start")
+    thread, errors = _run_expecting_an_error(slurm_runner, spec)
     slurm_runner.slurm.scancel(spec.pid_file.read_text().split()[1])  # type: ignore[union-attr]
     thread.join(timeout=90)
     assert errors and isinstance(errors[0], SlurmError) and "outside" in str(errors[0])
@@ -225,14 +250,9 @@ def test_a_second_worker_adopts_the_job_instead_of_submitting_it_again(tmp_path:
     spec = _spec(tmp_path, GPU_JOB)
     orphan = threading.Thread(target=lambda: first.run(spec), daemon=True)
     orphan.start()  # the first worker's run: it "dies" (its thread is simply abandoned)
-    _until(lambda: "CVD" in (spec.log_path.read_text() if spec.log_path.exists() else ""), "start")
+    _until(lambda: _started(spec), "the job to start")
     assert second.reattachable(spec.pid_file)  # type: ignore[arg-type]
-    results: list[RunResult] = []
-    adopter = threading.Thread(target=lambda: results.append(second.run(spec)))
-    adopter.start()
-    (spec.cwd / "go").write_text("")
-    adopter.join(timeout=90)
-    assert results and results[0].exit_code == 0
+    assert _adopt_and_finish(second, spec).exit_code == 0
     assert second.slurm.calls["sbatch"] == 0, "the job was submitted again"
     assert spec.log_path.read_text().count("CVD") == 1
 
@@ -246,17 +266,7 @@ def test_a_job_its_node_lost_is_the_infrastructures_failure(tmp_path: Path) -> N
     assert isinstance(runner, SlurmRunner)
     runner.heartbeat_s, runner.lost_after_s = 0.5, 4.0
     spec = _spec(tmp_path, GPU_JOB)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            runner.run(spec)
-        except OSError as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    _until(lambda: "CVD" in (spec.log_path.read_text() if spec.log_path.exists() else ""), "start")
+    thread, errors = _run_expecting_an_error(runner, spec)
     job_id = spec.pid_file.read_text().split()[1]  # type: ignore[union-attr]
     subprocess.run(["pkill", "-9", "-f", rf"slurmstepd: \[{job_id}\."], check=False)
     subprocess.run(["pkill", "-9", "-f", str(job_files(spec))], check=False)
@@ -274,17 +284,14 @@ def test_a_detaching_worker_leaves_the_job_running_for_the_next(tmp_path: Path) 
     results: list[RunResult] = []
     leaving = threading.Thread(target=lambda: results.append(first.run(spec, stop)))
     leaving.start()
-    _until(lambda: "CVD" in (spec.log_path.read_text() if spec.log_path.exists() else ""), "start")
+    _until(lambda: _started(spec), "the job to start")
     stop.set()
     leaving.join(timeout=60)
     assert results[0].cancelled and first.slurm.calls["scancel"] == 0
     job_id = spec.pid_file.read_text().split()[1]  # type: ignore[union-attr]
     assert second.queue.lookup(job_id) == "RUNNING"
-    adopter = threading.Thread(target=lambda: results.append(second.run(spec)))
-    adopter.start()
-    (spec.cwd / "go").write_text("")
-    adopter.join(timeout=90)
-    assert results[1].exit_code == 0 and second.slurm.calls["sbatch"] == 0
+    assert _adopt_and_finish(second, spec).exit_code == 0
+    assert second.slurm.calls["sbatch"] == 0
 
 
 def test_only_this_jobs_complete_result_counts(tmp_path: Path) -> None:

@@ -7,10 +7,8 @@ subprocesses, one SQLite file.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +23,7 @@ from lossgym.sandbox.slurm_queue import Slurm
 from lossgym.sandbox.worker import Worker
 from lossgym.store import queries
 from lossgym.store.db import Database
-from tests.conftest import REPO, fast_tasks_dir, make_service, run_server
+from tests.conftest import fast_tasks_dir, make_service, run_server, start_worker
 from tests.sandbox.runner_fixtures import slurm_problem
 
 pytestmark = pytest.mark.slow
@@ -105,18 +103,8 @@ def _text(path: Path) -> str:
 
 
 def _worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        LOSSGYM_DATABASE=str(settings.database), LOSSGYM_RUNS_DIR=str(settings.runs_dir),
-        LOSSGYM_DATA_DIR=str(settings.data_dir), LOSSGYM_TASKS_DIR=str(settings.tasks_dir),
-        LOSSGYM_LEASE_S=str(settings.lease_s), LOSSGYM_WORKER_POLL_S="0.2",
-        LOSSGYM_RUNNER="slurm", LOSSGYM_SLURM_POLL_S="0.25", LOSSGYM_WARM_START="false",
-    )  # fmt: skip
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "lossgym.cli", "worker"], env=env, cwd=REPO,
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    return start_worker(settings, log, LOSSGYM_RUNNER="slurm", LOSSGYM_SLURM_POLL_S="0.25",
+                        LOSSGYM_WARM_START="false")  # fmt: skip
 
 
 def test_a_restarted_worker_reattaches_and_submits_nothing_twice(

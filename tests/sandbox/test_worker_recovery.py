@@ -6,10 +6,7 @@ torchrun runs, the real evaluator, one SQLite file.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from lossgym.sandbox.local_runner import group_members as _members
 from lossgym.sandbox.worker import Worker
 from lossgym.store import queries
 from lossgym.store.db import Database
-from tests.conftest import REPO, fast_tasks_dir, make_service
+from tests.conftest import fast_tasks_dir, make_service, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -36,20 +33,6 @@ def _setup(
     db = Database(fast.database)
     db.create_schema()
     return fast, make_service(fast, db)
-
-
-def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        LOSSGYM_DATABASE=str(settings.database), LOSSGYM_RUNS_DIR=str(settings.runs_dir),
-        LOSSGYM_DATA_DIR=str(settings.data_dir), LOSSGYM_TASKS_DIR=str(settings.tasks_dir),
-        LOSSGYM_LEASE_S=str(settings.lease_s), LOSSGYM_WORKER_POLL_S="0.2",
-    )  # fmt: skip
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "lossgym.cli", "worker"], env=env, cwd=REPO,
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
 
 
 def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -77,14 +60,14 @@ def test_kill_9_worker_mid_test(tmp_path: Path, settings: Settings) -> None:
     assert service.test(sid, wait=False).ok
     first_log = fast.runs_dir / "job-1" / "attempt-1" / "gpt-tiny" / "train.log"
 
-    first = _start_worker(fast, tmp_path / "worker1.log")
+    first = start_worker(fast, tmp_path / "worker1.log")
     _wait_for(lambda: first_log.exists() and "iter " in first_log.read_text(), 120, "training")
     first.send_signal(signal.SIGKILL)
     first.wait()
     pid_file = first_log.parent / "pid"
     assert _leftovers(pid_file), "the dead worker's training should linger"
 
-    second = _start_worker(fast, tmp_path / "worker2.log")
+    second = start_worker(fast, tmp_path / "worker2.log")
     try:
         _wait_for(lambda: service.test_info(sid, 1)["status"] in ("done", "failed"), 240, "rerun")
     finally:
