@@ -51,6 +51,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--iters", type=int, default=250)
     p.add_argument("--ls", type=float, default=0.0, help="label smoothing in training")
+    p.add_argument(
+        "--loss",
+        choices=["ce", "softcap", "zloss"],
+        default="ce",
+        help="the SPEC baselines' losses: softcap 30*tanh(x/30), z-loss 1e-4*logZ^2",
+    )
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-tokens", type=int, default=65536)
@@ -103,6 +109,15 @@ def window_starts(a: argparse.Namespace, rng: np.random.Generator, n: int) -> np
     return (edges + rng.random(a.batch) * span / a.batch).astype(np.int64)
 
 
+def training_loss(a: argparse.Namespace, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if a.loss == "softcap":
+        logits = 30.0 * torch.tanh(logits / 30.0)
+    loss = F.cross_entropy(logits, y, label_smoothing=a.ls)
+    if a.loss == "zloss":
+        loss = loss + 1e-4 * (torch.logsumexp(logits, dim=-1) ** 2).mean()
+    return loss
+
+
 def fixed_windows(a: argparse.Namespace, n: int) -> np.ndarray:
     """Every window a run trains on, drawn once with seed 0, in an order the data seed picks."""
     starts = np.random.default_rng(0).integers(0, n - a.block - 1, size=a.iters * a.batch)
@@ -142,8 +157,9 @@ def main() -> None:
             group["lr"] = lr_at(a, it)
         with autocast:
             logits = model(rows[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                                   rows[:, 1:].reshape(-1), label_smoothing=a.ls)  # fmt: skip
+        loss = training_loss(
+            a, logits.reshape(-1, logits.size(-1)).float(), rows[:, 1:].reshape(-1)
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

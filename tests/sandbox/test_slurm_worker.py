@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 def slurm_settings(tmp_path: Path, settings: Settings) -> Settings:
     if problem := slurm_problem():
         pytest.skip(problem)
-    tasks = fast_tasks_dir(tmp_path, config={"max_iters": 30})
+    tasks = fast_tasks_dir(tmp_path, config={"max_iters": 12, "eval_interval": 6})
     return settings.model_copy(
         update={
             "tasks_dir": tasks,
@@ -110,7 +110,7 @@ def _worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 def test_a_restarted_worker_reattaches_and_submits_nothing_twice(
     slurm_settings: Settings, tmp_path: Path
 ) -> None:
-    slow = fast_tasks_dir(tmp_path / "slow", config={"max_iters": 40})
+    slow = fast_tasks_dir(tmp_path / "slow", config={"max_iters": 25})
     settings = slurm_settings.model_copy(update={"tasks_dir": slow})
     service = _service(settings)
     sid = service.create_session("llm-pretrain-loss", "pytest")["session_id"]
