@@ -68,6 +68,7 @@ def train(task: Task, args: argparse.Namespace, name: str, ws: Workspace, seed: 
     with tempfile.TemporaryDirectory() as tmp:
         job = train_job(task, stage, Path(tmp) / stage.label, args.data_dir.resolve(),
                         dict(ws.files), regions, seed)  # fmt: skip
+        job.train_config.update(args.overrides)
         start = time.monotonic()
         outcome = run_train_stage(job, make_test_runner(args.runner), threading.Event())
     key = f"val_loss_{stage.label}"
@@ -78,7 +79,8 @@ def train(task: Task, args: argparse.Namespace, name: str, ws: Workspace, seed: 
             "eval_process_s": round(outcome.eval_s, 1),
             "train_loop_s": float(done[1]) if done else None,
             "tok_s": int(done[2]) if done else None,
-            "profile": args.profile, "runner": args.runner}  # fmt: skip
+            "profile": args.profile, "runner": args.runner,
+            **({"overrides": args.overrides} if args.overrides else {})}  # fmt: skip
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -116,6 +118,16 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def _knob(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--set wants KNOB=VALUE, not {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def _r(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 4)
 
@@ -129,7 +141,15 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO / "data")
     parser.add_argument("--out", type=Path, default=None, help="append each run here (JSONL)")
     parser.add_argument("--summarize", type=Path, default=None, help="only summarise this JSONL")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="override a training knob of the profile, e.g. dtype=float32",
+    )
     args = parser.parse_args()
+    args.overrides = dict(_knob(text) for text in args.set)
     if args.summarize:
         runs = [json.loads(line) for line in args.summarize.read_text().splitlines() if line]
         print(json.dumps(summarize(runs), indent=2))
