@@ -20,7 +20,6 @@ import pytest
 from lossgym.config import Settings
 from lossgym.env.service import EpisodeService
 from lossgym.sandbox.slurm_queue import Slurm
-from lossgym.sandbox.worker import Worker
 from lossgym.store import queries
 from lossgym.store.db import Database
 from tests.conftest import fast_tasks_dir, make_service, run_server, start_worker
@@ -62,40 +61,35 @@ def _slurm_id(pid_file: Path) -> str:
     return pid_file.read_text().split()[1]
 
 
-def test_a_tiny_cpu_test_end_to_end_through_the_api(slurm_settings: Settings, new_session) -> None:
+def test_a_test_through_the_api_outlives_an_outside_scancel(
+    slurm_settings: Settings, new_session
+) -> None:
+    """A tiny-cpu test end to end through `lossgym serve` on Slurm, whose training job
+    an operator cancels from outside: it is retried, and the session pays once."""
+    first = slurm_settings.runs_dir / "job-1" / "attempt-1" / "gpt-tiny"
     with run_server(slurm_settings, worker=True) as base:
         session = new_session(base, "slurm-e2e")
-        reply = httpx.post(f"{base}/test", json={}, headers=session["headers"], timeout=600)
-        assert reply.status_code == 200, reply.text
-        text = reply.json()["text"]
+        replies: list[httpx.Response] = []
+        post = threading.Thread(target=lambda: replies.append(httpx.post(
+            f"{base}/test", json={}, headers=session["headers"], timeout=600)))  # fmt: skip
+        post.start()
+        _until(lambda: "iter " in _text(first / "train.log"), "training on the cluster")
+        Slurm().scancel(_slurm_id(first / "pid"))  # an operator, or the scheduler
+        post.join(timeout=600)
+    assert replies and replies[0].status_code == 200, replies
+    text = replies[0].json()["text"]
     assert text.startswith("[Test #1] (2 tests remaining;"), text
     assert "Final metrics (gpt-tiny): val_loss_gpt-tiny=" in text
-    stage = slurm_settings.runs_dir / "job-1" / "attempt-1" / "gpt-tiny"
-    scripts = sorted(p.parent.name for p in stage.glob(".slurm-*/job.sh"))
+    retry = slurm_settings.runs_dir / "job-1" / "attempt-2" / "gpt-tiny"
+    scripts = sorted(p.parent.name for p in retry.glob(".slurm-*/job.sh"))
     assert scripts == [".slurm-eval.pid", ".slurm-pid"], "training and evaluation: one job each"
-    assert "#SBATCH --time=" in (stage / ".slurm-pid" / "job.sh").read_text()
-
-
-def test_a_job_cancelled_from_outside_is_retried_and_not_charged(
-    slurm_settings: Settings,
-) -> None:
-    service = _service(slurm_settings)
-    sid = service.create_session("llm-pretrain-loss", "pytest")["session_id"]
-    assert service.test(sid, wait=False).ok
-    worker = Worker(slurm_settings, service.db, service.tasks)
-    first = slurm_settings.runs_dir / "job-1" / "attempt-1" / "gpt-tiny"
-    runs = threading.Thread(target=lambda: [worker.run_once() for _ in range(2)])
-    runs.start()
-    _until(lambda: "iter " in _text(first / "train.log"), "training on the cluster")
-    Slurm().scancel(_slurm_id(first / "pid"))  # an operator, or the scheduler, from outside
-    runs.join(timeout=600)
-    info = service.test_info(sid, 1)
-    assert info["status"] == "done" and info["valid"], info["text"]
-    assert info["text"].startswith("[Test #1] (2 tests remaining;")
-    with service.db.transaction() as tx:
-        assert queries.get_session(tx, sid).tests_used == 1  # type: ignore[union-attr]
-        test = queries.get_test(tx, sid, 1)
+    assert "#SBATCH --time=" in (retry / ".slurm-pid" / "job.sh").read_text()
+    db = Database(slurm_settings.database)
+    with db.transaction() as tx:
+        assert queries.get_session(tx, session["session_id"]).tests_used == 1  # type: ignore[union-attr]
+        test = queries.get_test(tx, session["session_id"], 1)
         assert test is not None and queries.get_job_for_test(tx, test.id).attempts == 2
+    db.dispose()
 
 
 def _text(path: Path) -> str:
