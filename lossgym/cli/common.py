@@ -48,7 +48,7 @@ def settings_from(**overrides: object) -> Settings:
 
 def checked_runner(settings: Settings) -> Runner:
     """The configured runner; fail at start, with the reason, if it cannot work here."""
-    from lossgym.sandbox.runner import UNISOLATED_WARNING, make_runner
+    from lossgym.sandbox.runner import UNISOLATED_WARNING, is_queuing, make_runner
 
     try:
         runner = make_runner(settings)
@@ -56,7 +56,7 @@ def checked_runner(settings: Settings) -> Runner:
         typer.echo(f"error: runner {settings.runner!r}: {error}", err=True)
         raise typer.Exit(2) from error
     gpus = settings.gpus or "(empty: every GPU the worker sees)"
-    if getattr(runner, "queues", False):
+    if is_queuing(runner):
         gpus = "(unused: the scheduler allocates GPUs)"
     typer.echo(f"sandbox {runner.describe()}, LOSSGYM_GPUS={gpus}")
     if not runner.isolated:

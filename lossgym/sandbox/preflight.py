@@ -32,6 +32,7 @@ from lossgym.sandbox.runner import (
     Runner,
     RunSpec,
     base_env,
+    is_queuing,
     redact_host_paths,
 )
 from lossgym.sandbox.standby import IDLE_S, Standby
@@ -82,7 +83,7 @@ class Preflight:
         does; call close() at shutdown), so a check costs no Python start-up."""
         self.runner, self.work_dir, self.per_minute = runner, work_dir, per_minute
         # A queuing runner (Slurm) would hold an allocation idle for each one ahead.
-        self.warm, self._closed = warm and not getattr(runner, "queues", False), False
+        self.warm, self._closed = warm and not is_queuing(runner), False
         self._standbys: dict[str, _SmokeStandby] = {}
         self._slots = threading.BoundedSemaphore(at_once)
         self._lock = threading.Lock()

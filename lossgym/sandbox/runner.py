@@ -103,6 +103,12 @@ class Runner(Protocol):
         ...
 
 
+def is_queuing(runner: object) -> bool:
+    """A runner whose runs may wait in a scheduler's queue (`queues = True`: Slurm):
+    nothing is started ahead for it, and a run's time limit counts from its start."""
+    return bool(getattr(runner, "queues", False))
+
+
 def base_env(extra: dict[str, str]) -> dict[str, str]:
     """A clean environment: nothing from the service (keys, settings) leaks to agent code."""
     env = {

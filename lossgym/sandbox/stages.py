@@ -29,6 +29,7 @@ from lossgym.sandbox.runner import (
     RunResult,
     RunSpec,
     base_env,
+    is_queuing,
     redact_host_paths,
 )
 from lossgym.sandbox.standby import Standby
@@ -137,7 +138,7 @@ def run_train_stage(
         return StageOutcome(status="error", infra=True, reason=f"could not start training: {error}")
     # A queuing runner (Slurm) would hold the evaluator's allocation idle all through
     # training: there it is submitted once the checkpoint exists.
-    queued = bool(getattr(runner, "queues", False))
+    queued = is_queuing(runner)
     evaluator: Standby | None = training.evaluator
     try:
         if evaluator is None and not queued:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lossgym.sandbox.runner import Runner, RunResult, RunSpec
+from lossgym.sandbox.runner import Runner, RunResult, RunSpec, is_queuing
 from lossgym.trainer.wait import JOB_FILE
 
 IDLE_S = 600.0  # a standby nobody used exits by itself after this long
@@ -45,7 +45,7 @@ class Standby:
         self._ended: float | None = None
         # A queuing runner (Slurm) may start the run long after go(): its time
         # limit counts from the start the runner reports (spec.on_start).
-        self._queued = bool(getattr(runner, "queues", False))
+        self._queued = is_queuing(runner)
         self._started_wall: float | None = None
         self._limit_s = 0.0
         self._arm_lock = threading.Lock()

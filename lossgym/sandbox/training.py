@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lossgym.sandbox.run_record import build_record, write_record
-from lossgym.sandbox.runner import PYTHON, Mount, Runner, RunSpec, base_env
+from lossgym.sandbox.runner import PYTHON, Mount, Runner, RunSpec, base_env, is_queuing
 from lossgym.sandbox.standby import IDLE_S, Standby
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class TrainingRun(Standby):
         )
         # A queuing runner's job gets its job file before it can start: no idle wait
         # to allow for (and a --time no longer than the run needs).
-        idle_s = 60.0 if getattr(runner, "queues", False) else IDLE_S
+        idle_s = 60.0 if is_queuing(runner) else IDLE_S
         super().__init__(runner, _train_spec(job, dirs, idle_s), dirs.job)
 
     def start_job(self, job: StageJob) -> None:
@@ -244,9 +244,8 @@ def hand_over(checkpoint: Path, target: Path) -> None:
     Training's processes are gone by now, so the file can no longer change;
     as root it also stops being theirs (owner root, read-only).
     """
-    if target.exists() and os.path.samefile(checkpoint, target):
-        pass  # handed over already (a restarted worker carrying on with a cluster job)
-    else:
+    # Handed over already when a restarted worker carries on with a cluster job.
+    if not (target.exists() and os.path.samefile(checkpoint, target)):
         target.unlink(missing_ok=True)
         try:
             os.link(checkpoint, target, follow_symlinks=False)

@@ -22,7 +22,7 @@ from lossgym.sandbox import results
 from lossgym.sandbox.events import attempt_dir
 from lossgym.sandbox.gpus import Holding, configured_gpus, free_gpus, job_allocator, parse_ids
 from lossgym.sandbox.results import ClaimedJob
-from lossgym.sandbox.runner import Limits, Runner, make_runner
+from lossgym.sandbox.runner import Limits, Runner, is_queuing, make_runner
 from lossgym.sandbox.stages import (
     LmEvalJob,
     StageJob,
@@ -57,7 +57,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         # A queuing runner (Slurm) lets the scheduler hand out GPUs and start runs:
         # nothing is started ahead, and the worker only dispatches.
-        self.queues = bool(getattr(self.runner, "queues", False))
+        self.queues = is_queuing(self.runner)
         self.reattaches = bool(getattr(self.runner, "reattaches", False))
         self.gpus = [] if self.queues else configured_gpus(settings.gpus)
         self.alive_file = alive_file  # touched while the worker works: a health check reads it
@@ -166,13 +166,14 @@ class Worker:
                 # running on this host (processes, containers) must go first.
                 # (Slurm jobs live on: whoever claims the job reattaches to them.)
                 kill_stale_attempts(self.runner, self.settings.runs_dir / f"job-{job_id}", None)
-        host = socket.gethostname()
+        host = "slurm" if self.queues else socket.gethostname()
         with self.db.transaction() as db:
-            held = [Holding(*row) for row in queries.gpu_holdings(db)]
-            free = free_gpus(self.gpus, held, host, utcnow())
+            if self.queues:  # the scheduler allocates: a job holds a count, not this host's ids
+                free = [str(i) for i in range(4096)]
+            else:
+                held = [Holding(*row) for row in queries.gpu_holdings(db)]
+                free = free_gpus(self.gpus, held, host, utcnow())
             allocate = job_allocator(self.tasks, free)
-            if self.queues:  # the scheduler allocates; a job holds counts, not ids
-                host, allocate = "slurm", job_allocator(self.tasks, [str(i) for i in range(4096)])
             job = queries.claim_next_job(db, self.id, self.settings.lease_s, allocate, host)
             if job is None:
                 return None
@@ -272,7 +273,7 @@ class Worker:
             for n in range(claimed.attempt - 1, 0, -1)
         ]
         for directory in earlier:
-            pid_files = [*directory.glob("*/pid"), *directory.glob("*/eval.pid")]
+            pid_files = stage_pid_files(directory)
             if not pid_files:
                 continue
             # Only when every job it started lives on or ended with a result: a run
@@ -313,10 +314,16 @@ class Worker:
 def kill_stale_attempts(runner: Runner, job_dir: Path, current_attempt: int | None) -> None:
     """Kill what other attempts of this job left running (their pid files say what:
     `pid` for training, `eval.pid` for its evaluator)."""
-    for pid_file in [*job_dir.glob("attempt-*/*/pid"), *job_dir.glob("attempt-*/*/eval.pid")]:
+    for pid_file in [f for attempt in job_dir.glob("attempt-*") for f in stage_pid_files(attempt)]:
         if pid_file.parent.parent.name != f"attempt-{current_attempt}":
             log.warning("cleaning up after %s", pid_file.parent)
             runner.kill_stale(pid_file.resolve())  # a warm run's directory is a link
+
+
+def stage_pid_files(attempt: Path) -> list[Path]:
+    """The pid files the runs of an attempt's stages wrote: `pid` for training,
+    `eval.pid` for its evaluator (or an lm-eval stage)."""
+    return [*attempt.glob("*/pid"), *attempt.glob("*/eval.pid")]
 
 
 def _either(*events: threading.Event | None) -> threading.Event:
