@@ -164,3 +164,12 @@ def await_hand_over(spec: object, cancel: threading.Event | None, timeout_s: flo
             return False
         time.sleep(0.01)
     return True
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll a condition nothing signals (a file another process writes, a scheduler's
+    state); fail the test, naming `what`, after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from tests.sandbox.runner_fixtures import (
     RUNNER_KINDS,
     Lifeline,
     make_test_runner,
+    wait_until,
 )
 
 
@@ -125,20 +126,11 @@ def test_kill_stale_ends_a_run_a_dead_worker_left(
     orphan = threading.Thread(target=orphaned_run)
     orphan.start()
     assert lifeline.started(), "the child should have run"
-    _wait_until(lambda: read_pid_file(pid_file) is not None, "the run's pid file")
+    wait_until(lambda: read_pid_file(pid_file) is not None, "the run's pid file")
     runner.kill_stale(pid_file)
     orphan.join(timeout=60)
     assert not orphan.is_alive() and results[0] != 0
     assert lifeline.all_dead(), "the forked child must die with the run"
-
-
-def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    """For a condition nothing signals (the runner writes the pid file after it starts
-    the run, so it may lag the run's first tick)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_unmounted_paths_are_invisible(isolating: Runner, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from lossgym.sandbox.runner import PYTHON, Limits, Mount, RunResult, RunSpec, ba
 from lossgym.sandbox.slurm_job import apptainer_argv, multi_node_argv
 from lossgym.sandbox.slurm_queue import Slurm, SlurmError
 from lossgym.sandbox.slurm_runner import SlurmRunner, job_files
-from tests.sandbox.runner_fixtures import make_test_runner
+from tests.sandbox.runner_fixtures import make_test_runner, wait_until
 
 
 def _spec(root: Path, code: str, name: str = "run", **kw: object) -> RunSpec:
@@ -33,11 +32,10 @@ def _spec(root: Path, code: str, name: str = "run", **kw: object) -> RunSpec:
     )  # fmt: skip
 
 
-def _until(condition: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+def _job_id(spec: RunSpec) -> str:
+    """The Slurm job id the runner wrote to the run's pid file."""
+    assert spec.pid_file is not None
+    return spec.pid_file.read_text().split()[1]
 
 
 def _started(spec: RunSpec) -> bool:
@@ -60,7 +58,7 @@ def _run_expecting_an_error(
 
     thread = threading.Thread(target=run)
     thread.start()
-    _until(lambda: _started(spec), "the job to start")
+    wait_until(lambda: _started(spec), "the job to start", 90.0)
     return thread, errors
 
 
@@ -196,16 +194,22 @@ def test_two_gpu_jobs_get_disjoint_gpus_and_a_third_waits(
         line = next((ln for ln in text.splitlines() if ln.startswith("CVD ")), None)
         return set(line.split()[1].split(",")) if line else None
 
-    _until(lambda: visible(0) is not None and visible(1) is not None, "both jobs to start")
+    wait_until(
+        lambda: visible(0) is not None and visible(1) is not None, "both jobs to start", 90.0
+    )
     first, second = visible(0), visible(1)
     assert first and second and len(first) == len(second) == 2 and not first & second
     threads[2].start()
-    _until(lambda: job_files(specs[2]).joinpath("job.sh").exists(), "the third submission")
-    job_id = specs[2].pid_file.read_text().split()[1]  # type: ignore[union-attr]
-    _until(lambda: slurm_runner.queue.lookup(job_id) == "PENDING", "the third to be queued")
+    wait_until(
+        lambda: job_files(specs[2]).joinpath("job.sh").exists(), "the third submission", 90.0
+    )
+    job_id = _job_id(specs[2])
+    wait_until(
+        lambda: slurm_runner.queue.lookup(job_id) == "PENDING", "the third to be queued", 90.0
+    )
     assert visible(2) is None, "a third 2-GPU job must wait on a 4-GPU node"
     (specs[0].cwd / "go").write_text("")
-    _until(lambda: visible(2) is not None, "the third job to start once the first ended")
+    wait_until(lambda: visible(2) is not None, "the third job to start once the first ended", 90.0)
     assert visible(2) == first
     for spec in specs[1:]:
         (spec.cwd / "go").write_text("")
@@ -250,7 +254,7 @@ def test_a_second_worker_adopts_the_job_instead_of_submitting_it_again(tmp_path:
     spec = _spec(tmp_path, GPU_JOB)
     orphan = threading.Thread(target=lambda: first.run(spec), daemon=True)
     orphan.start()  # the first worker's run: it "dies" (its thread is simply abandoned)
-    _until(lambda: _started(spec), "the job to start")
+    wait_until(lambda: _started(spec), "the job to start", 90.0)
     assert second.reattachable(spec.pid_file)  # type: ignore[arg-type]
     assert _adopt_and_finish(second, spec).exit_code == 0
     assert second.slurm.calls["sbatch"] == 0, "the job was submitted again"
@@ -267,7 +271,7 @@ def test_a_job_its_node_lost_is_the_infrastructures_failure(tmp_path: Path) -> N
     runner.heartbeat_s, runner.lost_after_s = 0.5, 4.0
     spec = _spec(tmp_path, GPU_JOB)
     thread, errors = _run_expecting_an_error(runner, spec)
-    job_id = spec.pid_file.read_text().split()[1]  # type: ignore[union-attr]
+    job_id = _job_id(spec)
     subprocess.run(["pkill", "-9", "-f", rf"slurmstepd: \[{job_id}\."], check=False)
     subprocess.run(["pkill", "-9", "-f", str(job_files(spec))], check=False)
     thread.join(timeout=90)
@@ -284,11 +288,11 @@ def test_a_detaching_worker_leaves_the_job_running_for_the_next(tmp_path: Path) 
     results: list[RunResult] = []
     leaving = threading.Thread(target=lambda: results.append(first.run(spec, stop)))
     leaving.start()
-    _until(lambda: _started(spec), "the job to start")
+    wait_until(lambda: _started(spec), "the job to start", 90.0)
     stop.set()
     leaving.join(timeout=60)
     assert results[0].cancelled and first.slurm.calls["scancel"] == 0
-    job_id = spec.pid_file.read_text().split()[1]  # type: ignore[union-attr]
+    job_id = _job_id(spec)
     assert second.queue.lookup(job_id) == "RUNNING"
     assert _adopt_and_finish(second, spec).exit_code == 0
     assert second.slurm.calls["sbatch"] == 0

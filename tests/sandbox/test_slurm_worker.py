@@ -10,8 +10,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,7 +21,7 @@ from lossgym.sandbox.slurm_queue import Slurm
 from lossgym.store import queries
 from lossgym.store.db import Database
 from tests.conftest import fast_tasks_dir, make_service, run_server, start_worker
-from tests.sandbox.runner_fixtures import slurm_problem
+from tests.sandbox.runner_fixtures import slurm_problem, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +40,6 @@ def slurm_settings(tmp_path: Path, settings: Settings) -> Settings:
             "isolation": "bwrap",
         }  # fmt: skip
     )
-
-
-def _until(condition: Callable[[], bool], what: str, timeout_s: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _service(settings: Settings) -> EpisodeService:
@@ -73,7 +64,7 @@ def test_a_test_through_the_api_outlives_an_outside_scancel(
         post = threading.Thread(target=lambda: replies.append(httpx.post(
             f"{base}/test", json={}, headers=session["headers"], timeout=600)))  # fmt: skip
         post.start()
-        _until(lambda: "iter " in _text(first / "train.log"), "training on the cluster")
+        wait_until(lambda: "iter " in _text(first / "train.log"), "training on the cluster", 240.0)
         Slurm().scancel(_slurm_id(first / "pid"))  # an operator, or the scheduler
         post.join(timeout=600)
     assert replies and replies[0].status_code == 200, replies
@@ -111,13 +102,17 @@ def test_a_restarted_worker_reattaches_and_submits_nothing_twice(
     assert service.test(sid, wait=False).ok
     stage = settings.runs_dir / "job-1" / "attempt-1" / "gpt-tiny"
     first = _worker(settings, tmp_path / "worker1.log")
-    _until(lambda: "iter " in _text(stage / "train.log"), "training on the cluster")
+    wait_until(lambda: "iter " in _text(stage / "train.log"), "training on the cluster", 240.0)
     first.send_signal(signal.SIGKILL)
     first.wait()
     job_id = _slurm_id(stage / "pid")
     second = _worker(settings, tmp_path / "worker2.log")
     try:
-        _until(lambda: service.test_info(sid, 1)["status"] in ("done", "failed", "error"), "result")
+        wait_until(
+            lambda: service.test_info(sid, 1)["status"] in ("done", "failed", "error"),
+            "result",
+            240.0,
+        )
     finally:
         second.terminate()
         second.wait(timeout=60)

@@ -7,7 +7,6 @@ torchrun runs, the real evaluator, one SQLite file.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from lossgym.sandbox.worker import Worker
 from lossgym.store import queries
 from lossgym.store.db import Database
 from tests.conftest import fast_tasks_dir, make_service, start_worker
+from tests.sandbox.runner_fixtures import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +33,6 @@ def _setup(
     db = Database(fast.database)
     db.create_schema()
     return fast, make_service(fast, db)
-
-
-def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _leftovers(pid_file: Path) -> set[int]:
@@ -61,7 +52,7 @@ def test_kill_9_worker_mid_test(tmp_path: Path, settings: Settings) -> None:
     first_log = fast.runs_dir / "job-1" / "attempt-1" / "gpt-tiny" / "train.log"
 
     first = start_worker(fast, tmp_path / "worker1.log")
-    _wait_for(lambda: first_log.exists() and "iter " in first_log.read_text(), 120, "training")
+    wait_until(lambda: first_log.exists() and "iter " in first_log.read_text(), "training", 120)
     first.send_signal(signal.SIGKILL)
     first.wait()
     pid_file = first_log.parent / "pid"
@@ -69,7 +60,7 @@ def test_kill_9_worker_mid_test(tmp_path: Path, settings: Settings) -> None:
 
     second = start_worker(fast, tmp_path / "worker2.log")
     try:
-        _wait_for(lambda: service.test_info(sid, 1)["status"] in ("done", "failed"), 240, "rerun")
+        wait_until(lambda: service.test_info(sid, 1)["status"] in ("done", "failed"), "rerun", 240)
     finally:
         second.terminate()
         second.wait(timeout=60)
